@@ -1,0 +1,23 @@
+"""Snakemake entry point: manifest + model -> embedding table (see vlmprobe.embed)."""
+
+from vlmprobe.embed import embed_manifest
+from vlmprobe.runner import run_script
+
+
+def main(smk):
+    runtime = smk.config.get("embedding", {})
+    spec = dict(smk.params.spec)
+    embed_manifest(
+        manifest_path=smk.input.manifest,
+        model_id=smk.wildcards.model,
+        spec=spec,
+        out_path=smk.output[0],
+        device=runtime.get("device", "auto"),
+        batch_size=runtime.get("batch_size", 64),
+        num_workers=runtime.get("num_workers"),
+        threads=smk.threads,
+        precision=spec.get("precision", "auto"),
+    )
+
+
+run_script(main, snakemake)  # noqa: F821 - injected by Snakemake

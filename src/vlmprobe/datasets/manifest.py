@@ -1,0 +1,184 @@
+"""The one manifest format: records + splits -> ``results/manifests/{dataset}.parquet``.
+
+Columns: ``sample_id`` (unique string), ``path``, ``labels`` (list of strings), ``split``
+('train'/'test'), ``fold`` (0..4 for train rows, null for test rows), ``boxes`` (finding boxes, maybe
+empty), ``annotation_path`` (mask file or null) and any ``meta_*`` string columns. The schema metadata
+(key ``vlmprobe``) records the dataset spec, class list, multi-label flag and seed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vlmprobe.datasets.records import Record
+from vlmprobe.datasets.splits import assign_splits, check_class_sizes, check_split_coverage
+from vlmprobe.errors import VlmprobeError
+from vlmprobe.images import load_image
+from vlmprobe.io import write_parquet
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = b"vlmprobe"
+BOX_TYPE = pa.struct(
+    [("label", pa.string()), ("x0", pa.int32()), ("y0", pa.int32()), ("x1", pa.int32()), ("y1", pa.int32())]
+)
+
+
+def apply_label_map(dataset: str, records: list[Record], label_map: dict[str, str | None] | None) -> list[Record]:
+    """Rename labels through ``label_map``; a label missing from a given map is an error (no silent drops).
+
+    A label mapped to null removes that label; a record left without labels is dropped with a note.
+    """
+    if not label_map:
+        return records
+    unknown = sorted({name for record in records for name in record.labels if name not in label_map})
+    if unknown:
+        raise VlmprobeError(
+            f"Dataset {dataset!r}: label(s) {unknown[:10]} are not in its `label_map`.",
+            "add them to `label_map` (map a label to null to drop it).",
+        )
+    kept = []
+    for record in records:
+        labels = tuple(sorted({label_map[name] for name in record.labels if label_map[name] is not None}))
+        if labels:
+            record.labels = labels
+            kept.append(record)
+    if len(kept) < len(records):
+        log.info("dataset %s: %d samples left without labels after label_map were dropped", dataset, len(records) - len(kept))
+    return kept
+
+
+def drop_small_classes(dataset: str, records: list[Record], min_class_size: int | None) -> list[Record]:
+    if not min_class_size:
+        return records
+    counts = Counter(name for record in records for name in record.labels)
+    small = {name for name, count in counts.items() if count < min_class_size}
+    if not small:
+        return records
+    log.warning("dataset %s: dropping classes below min_class_size=%d: %s", dataset, min_class_size, sorted(small))
+    kept = []
+    for record in records:
+        labels = tuple(name for name in record.labels if name not in small)
+        if labels:
+            record.labels = labels
+            kept.append(record)
+    return kept
+
+
+def check_unique_ids(dataset: str, records: list[Record]) -> None:
+    counts = Counter(record.sample_id for record in records)
+    duplicates = sorted(sample_id for sample_id, count in counts.items() if count > 1)
+    if duplicates:
+        raise VlmprobeError(
+            f"Dataset {dataset!r} has duplicate sample ids: {duplicates[:10]}"
+            + (f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else "")
+            + ".",
+            "make ids unique (for CSV manifests: fix the id column or drop `id_column` to use the paths).",
+        )
+
+
+def verify_images(dataset: str, records: list[Record], on_bad_image: str, workers: int = 4) -> list[Record]:
+    """Decode every image once now, so a corrupt file fails here and not hours later on a GPU node."""
+
+    def problem(record: Record) -> str | None:
+        try:
+            load_image(record.path)
+        except VlmprobeError as error:
+            return error.problem
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        problems = list(pool.map(problem, records))
+    bad = [(record, text) for record, text in zip(records, problems) if text]
+    if not bad:
+        return records
+    if on_bad_image == "skip":
+        for record, text in bad:
+            log.warning("dataset %s: skipping sample %s: %s", dataset, record.sample_id, text)
+        return [record for record, text in zip(records, problems) if not text]
+    listing = "; ".join(text for _, text in bad[:5])
+    raise VlmprobeError(
+        f"Dataset {dataset!r}: {len(bad)} unreadable image(s): {listing}",
+        "replace or delete those files, or set `on_bad_image: skip` on the dataset to leave them out with a logged note.",
+    )
+
+
+def build_manifest(
+    dataset: str,
+    spec: dict[str, Any],
+    records: list[Record],
+    multilabel: bool,
+    seed: int,
+    test_fraction: float,
+    n_folds: int,
+) -> pa.Table:
+    """Validate records, split them, and return the manifest table (not yet written)."""
+    if not records:
+        raise VlmprobeError(f"Dataset {dataset!r} has no images.", "check the dataset's path in config.yaml.")
+    records = apply_label_map(dataset, records, spec.get("label_map"))
+    records = drop_small_classes(dataset, records, spec.get("min_class_size"))
+    check_unique_ids(dataset, records)
+    if spec.get("verify_images", True):
+        records = verify_images(dataset, records, spec.get("on_bad_image", "error"))
+    if not multilabel:
+        several = [record.sample_id for record in records if len(record.labels) != 1]
+        if several:
+            raise VlmprobeError(
+                f"Dataset {dataset!r} is multi-class but sample(s) {several[:5]} have {len(records[0].labels)} labels.",
+                "set `multilabel: true` on the dataset, or give each sample exactly one label.",
+            )
+    records = sorted(records, key=lambda record: record.sample_id)
+    labels = [list(record.labels) for record in records]
+    check_class_sizes(dataset, labels, n_folds, test_fraction)
+    classes = sorted({name for names in labels for name in names})
+    split, fold = assign_splits(labels, classes, multilabel, seed, test_fraction, n_folds)
+    check_split_coverage(dataset, labels, split, fold, classes, n_folds)
+
+    meta_keys = sorted({key for record in records for key in record.meta})
+    columns: dict[str, pa.Array] = {
+        "sample_id": pa.array([r.sample_id for r in records], pa.string()),
+        "path": pa.array([r.path for r in records], pa.string()),
+        "labels": pa.array(labels, pa.list_(pa.string())),
+        "split": pa.array(split, pa.string()),
+        "fold": pa.array(fold, pa.int8()),
+        "boxes": pa.array([[vars(box) for box in r.boxes] for r in records], pa.list_(BOX_TYPE)),
+        "annotation_path": pa.array([r.annotation_path for r in records], pa.string()),
+    }
+    for key in meta_keys:
+        columns[f"meta_{key}"] = pa.array([r.meta.get(key) for r in records], pa.string())
+    provenance = {
+        "dataset": dataset,
+        "spec": spec,
+        "multilabel": multilabel,
+        "classes": classes,
+        "class_counts": dict(sorted(Counter(n for names in labels for n in names).items())),
+        "seed": seed,
+        "test_fraction": test_fraction,
+        "n_folds": n_folds,
+    }
+    schema = pa.schema([(name, array.type) for name, array in columns.items()]).with_metadata(
+        {METADATA_KEY: json.dumps(provenance, sort_keys=True, default=str)}
+    )
+    return pa.table(columns, schema=schema)
+
+
+def write_manifest(path: str | Path, table: pa.Table) -> None:
+    write_parquet(path, table)
+
+
+def read_manifest(path: str | Path) -> tuple[pa.Table, dict[str, Any]]:
+    """Return the manifest table and its provenance metadata."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as error:
+        raise VlmprobeError(f"Manifest {str(path)!r} is missing or unreadable: {error}.", "re-run the workflow to rebuild it.") from error
+    metadata = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
+    return table, metadata

@@ -1,0 +1,70 @@
+"""Atomic writers: every output appears complete under its final name or not at all.
+
+A job killed half-way (kill -9, SLURM time limit, full disk) leaves only a hidden temporary
+file next to the target, never a truncated file that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` if the block succeeds.
+
+    The temporary file keeps the target's suffix so that writers which infer the format from the
+    extension (matplotlib, numpy) still work.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(target: str | os.PathLike[str], payload: Any) -> None:
+    """Write ``payload`` as pretty, key-sorted JSON, atomically (sorted keys keep reruns byte-identical)."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def write_text(target: str | os.PathLike[str], text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+
+
+def write_parquet(target: str | os.PathLike[str], table: Any) -> None:
+    """Write a pyarrow Table or polars DataFrame atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not isinstance(table, pa.Table):
+        table = table.to_arrow()
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def save_figure(target: str | os.PathLike[str], figure: Any, **kwargs: Any) -> None:
+    """Save a matplotlib figure atomically and close it. Metadata is dropped so reruns are byte-identical."""
+    import matplotlib.pyplot as plt
+
+    kwargs.setdefault("dpi", 120)
+    kwargs.setdefault("metadata", {"Software": None})
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, **kwargs)
+    plt.close(figure)

@@ -1,0 +1,108 @@
+"""The model plug-in interface: a family checks a spec offline, then loads an :class:`Encoder`.
+
+A *spec* is one model's block in ``config.yaml`` (``family``, ``name``, ``pretrained``, ...). A
+*family* (one module in this package, registered with :func:`register_family`) knows one library.
+Everything downstream sees only :class:`Encoder`: the image tower as a ``torch.nn.Module``, the
+model's own preprocessing, and a text encoder where the model has a text tower.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmprobe.errors import VlmprobeError
+
+FAMILIES: dict[str, ModelFamily] = {}
+
+
+@dataclass
+class Encoder:
+    model_id: str
+    family: str
+    spec: dict[str, Any]
+    image_module: Any
+    """``torch.nn.Module``: preprocessed batch (B, 3, H, W) -> embeddings (B, D); fine-tuning trains it."""
+    preprocess: Callable[[Any], Any]
+    """PIL RGB image -> tensor (3, H, W): the model's own resize, crop and normalisation."""
+    preprocess_info: dict[str, Any]
+    embed_dim: int
+    checkpoint_sha256: str | None = None
+    text_encoder: Callable[[Sequence[str]], Any] | None = None
+    """Texts -> text embeddings (N, D) in the image embedding space, for zero-shot."""
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Family-specific handles (e.g. the full open_clip model, Grad-CAM target layers)."""
+
+    @property
+    def has_text_tower(self) -> bool:
+        return self.text_encoder is not None
+
+    def encode_image(self, batch: Any) -> Any:
+        return self.image_module(batch)
+
+    def encode_text(self, texts: Sequence[str]) -> Any:
+        if self.text_encoder is None:
+            raise VlmprobeError(f"Model {self.model_id!r} ({self.family}) has no text tower.", "use an open_clip model for zero-shot.")
+        return self.text_encoder(texts)
+
+
+class ModelFamily:
+    """Base class of a model family; subclasses set ``name`` and implement ``check`` and ``load``."""
+
+    name: str = ""
+
+    def check(self, model_id: str, spec: dict[str, Any]) -> None:
+        """Raise :class:`VlmprobeError` if the spec cannot work, using no network and no weights."""
+        raise NotImplementedError
+
+    def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
+        raise NotImplementedError
+
+    def weight_files(self, spec: dict[str, Any]) -> list[str]:
+        """Local files the spec reads weights from (they become inputs of the embedding job)."""
+        pretrained = spec.get("pretrained")
+        if isinstance(pretrained, str) and not pretrained.startswith(("hf-hub:", "local-dir:")) and looks_like_path(pretrained):
+            return [pretrained]
+        return []
+
+
+def register_family(cls: type[ModelFamily]) -> type[ModelFamily]:
+    FAMILIES[cls.name] = cls()
+    return cls
+
+
+def looks_like_path(value: str) -> bool:
+    return "/" in value or "\\" in value or Path(value).suffix in {".pt", ".pth", ".bin", ".safetensors", ".ckpt"}
+
+
+def unknown_name_error(kind: str, value: str, known: Sequence[str], model_id: str, fix: str) -> VlmprobeError:
+    close = difflib.get_close_matches(value, list(known), n=5, cutoff=0.5)
+    hint = f" Did you mean {close}?" if close else ""
+    return VlmprobeError(f"Model {model_id!r}: unknown {kind} {value!r}.{hint}", fix)
+
+
+def family_of(model_id: str, spec: dict[str, Any]) -> ModelFamily:
+    from vlmprobe.models import load_families
+
+    load_families()
+    family = spec.get("family")
+    if family not in FAMILIES:
+        raise unknown_name_error("family", str(family), sorted(FAMILIES), model_id, f"set `family:` to one of {sorted(FAMILIES)}.")
+    return FAMILIES[family]
+
+
+def check_spec(model_id: str, spec: dict[str, Any]) -> None:
+    family_of(model_id, spec).check(model_id, spec)
+
+
+def load_encoder(model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
+    family = family_of(model_id, spec)
+    family.check(model_id, spec)
+    return family.load(model_id, spec, device)
+
+
+def describe_transform(transform: Any) -> str:
+    return " -> ".join(repr(step) for step in getattr(transform, "transforms", [transform]))

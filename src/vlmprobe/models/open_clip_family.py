@@ -1,0 +1,183 @@
+"""``open_clip``: any open_clip architecture with any weights source open_clip accepts.
+
+``pretrained`` may be a tag (``openai``, ``laion2b_s34b_b88k``), a checkpoint file (``.pt``, ``.bin``,
+``.safetensors``), or null for random initialisation; ``name`` may carry open_clip's own schemas
+``hf-hub:org/repo`` (BiomedCLIP) and ``local-dir:/folder`` (``open_clip_config.json`` + weights, the
+offline route). A checkpoint file alone would silently get open_clip's *default* preprocessing, so
+for files the preprocessing must come from somewhere: ``preprocess: {mean, std, interpolation,
+resize_mode}``, ``preprocess_like: <tag>``, or an ``open_clip_config.json`` beside the file.
+
+The tiny architectures in ``open_clip_configs/`` (``vlmprobe-vit-tiny``, ``vlmprobe-rn-tiny``) are
+registered with open_clip for tests and the default config: they use open_clip's built-in text
+transformer and shipped BPE tokenizer, so nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from vlmprobe.errors import VlmprobeError
+from vlmprobe.models.base import Encoder, ModelFamily, describe_transform, register_family, unknown_name_error
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = Path(__file__).parent / "open_clip_configs"
+_registered = False
+OFFLINE_FIX = (
+    "on a machine with internet, download the weights (e.g. `huggingface-cli download <repo>` or open_clip's "
+    "download on first use), copy them to the cluster, and point `name: local-dir:<folder>` or `pretrained: <file>` at them."
+)
+
+
+def _open_clip():
+    global _registered
+    import open_clip
+
+    if not _registered:
+        open_clip.add_model_config(CONFIG_DIR)
+        _registered = True
+    return open_clip
+
+
+def _source(spec: dict[str, Any]) -> tuple[str, str | None]:
+    """(model_name, pretrained) as open_clip wants them; an ``hf-hub:`` pretrained moves into the name."""
+    name = str(spec["name"])
+    pretrained = spec.get("pretrained")
+    if isinstance(pretrained, str) and pretrained.startswith(("hf-hub:", "local-dir:")):
+        return pretrained, None
+    return name, pretrained
+
+
+def _file_preprocess(model_id: str, spec: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    open_clip = _open_clip()
+    if spec.get("preprocess"):
+        return dict(spec["preprocess"])
+    if spec.get("preprocess_like"):
+        cfg = open_clip.get_pretrained_cfg(spec["name"], spec["preprocess_like"])
+        if not cfg:
+            raise VlmprobeError(
+                f"Model {model_id!r}: `preprocess_like: {spec['preprocess_like']}` is not a pretrained tag of {spec['name']!r}.",
+                f"use one of {open_clip.list_pretrained_tags_by_model(spec['name'])}.",
+            )
+        return {key: cfg[key] for key in ("mean", "std", "interpolation", "resize_mode") if key in cfg}
+    sidecar = checkpoint.parent / "open_clip_config.json"
+    if sidecar.is_file():
+        return dict(json.loads(sidecar.read_text()).get("preprocess_cfg", {}))
+    raise VlmprobeError(
+        f"Model {model_id!r}: checkpoint file {str(checkpoint)!r} says nothing about its preprocessing, and open_clip "
+        "would silently use its defaults (wrong mean/std/resize for most models).",
+        "add `preprocess_like: <the tag it was trained as, e.g. openai>` or "
+        "`preprocess: {mean: [...], std: [...], interpolation: bicubic, resize_mode: shortest}` to the model, "
+        "or put its open_clip_config.json beside the file.",
+    )
+
+
+@register_family
+class OpenClipFamily(ModelFamily):
+    name = "open_clip"
+
+    def check(self, model_id: str, spec: dict[str, Any]) -> None:
+        open_clip = _open_clip()
+        name, pretrained = _source(spec)
+        if name.startswith("local-dir:"):
+            folder = Path(name[len("local-dir:") :])
+            if not (folder / "open_clip_config.json").is_file():
+                raise VlmprobeError(
+                    f"Model {model_id!r}: {str(folder)!r} has no open_clip_config.json.",
+                    "pre-stage the model folder (open_clip_config.json + open_clip_model.safetensors) there.",
+                )
+            return
+        if name.startswith("hf-hub:"):
+            if "/" not in name[len("hf-hub:") :]:
+                raise VlmprobeError(f"Model {model_id!r}: {name!r} is not of the form hf-hub:org/repo.", "fix the name.")
+            return
+        if name not in open_clip.list_models():
+            raise unknown_name_error(
+                "open_clip architecture", name, open_clip.list_models(), model_id,
+                "use a name from open_clip.list_models(), an hf-hub:org/repo name, or local-dir:<folder>.",
+            )
+        if pretrained is None or pretrained is False:
+            return
+        pretrained = str(pretrained)
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if pretrained in tags:
+            return
+        path = Path(pretrained)
+        if path.suffix or "/" in pretrained:
+            if not path.is_file():
+                raise VlmprobeError(
+                    f"Model {model_id!r}: checkpoint file {pretrained!r} does not exist.",
+                    "copy the weights there or correct `pretrained:`.",
+                )
+            _file_preprocess(model_id, spec, path)
+            return
+        raise unknown_name_error(
+            f"pretrained tag for {name}", pretrained, tags, model_id,
+            f"use one of {tags}, a checkpoint file path, or null for random weights.",
+        )
+
+    def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
+        import torch
+
+        from vlmprobe.checkpoints import load_into, load_state_dict, sha256
+
+        open_clip = _open_clip()
+        name, pretrained = _source(spec)
+        checkpoint = None
+        kwargs: dict[str, Any] = {}
+        if spec.get("image_size"):
+            kwargs["force_image_size"] = int(spec["image_size"])
+        if isinstance(pretrained, str) and pretrained not in open_clip.list_pretrained_tags_by_model(name):
+            checkpoint = Path(pretrained)
+            kwargs["force_preprocess_cfg"] = _file_preprocess(model_id, spec, checkpoint)
+            pretrained = None
+        elif spec.get("preprocess"):
+            kwargs["force_preprocess_cfg"] = dict(spec["preprocess"])
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, **kwargs)
+        except VlmprobeError:
+            raise
+        except Exception as error:  # noqa: BLE001 - hub/network/file failures all need the same advice
+            raise VlmprobeError(
+                f"Model {model_id!r}: open_clip could not create {name!r} with pretrained={pretrained!r} "
+                f"({type(error).__name__}: {str(error)[:300]}).",
+                OFFLINE_FIX,
+            ) from error
+        digest = None
+        if checkpoint is not None:
+            load_into(model, load_state_dict(checkpoint), checkpoint, name)
+            digest = sha256(checkpoint)
+        model.eval().to(device)
+        tokenizer = open_clip.get_tokenizer(name)
+
+        class ImageTower(torch.nn.Module):
+            def __init__(self, clip_model):
+                super().__init__()
+                self.clip = clip_model
+
+            def forward(self, images):
+                return self.clip.encode_image(images)
+
+        def encode_text(texts):
+            tokens = tokenizer(list(texts)).to(next(model.parameters()).device)
+            return model.encode_text(tokens)
+
+        preprocess_cfg = dict(getattr(model.visual, "preprocess_cfg", {}))
+        with torch.no_grad():
+            size = preprocess_cfg.get("size", 224)
+            size = size if isinstance(size, (tuple, list)) else (size, size)
+            embed_dim = int(model.encode_image(torch.zeros(1, 3, *size, device=device)).shape[-1])
+        return Encoder(
+            model_id=model_id,
+            family=self.name,
+            spec=spec,
+            image_module=ImageTower(model),
+            preprocess=preprocess,
+            preprocess_info={"open_clip_preprocess_cfg": preprocess_cfg, "transform": describe_transform(preprocess)},
+            embed_dim=embed_dim,
+            checkpoint_sha256=digest,
+            text_encoder=encode_text,
+            extras={"open_clip_model": model, "architecture": name},
+        )

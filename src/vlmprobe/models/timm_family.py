@@ -1,0 +1,75 @@
+"""``timm``: any timm image model as a feature extractor (classifier removed, pooled features).
+
+``pretrained``: true (timm's default weights for the name, downloaded on first use), false/null
+(random init), or a checkpoint file. ``name`` may be ``hf-hub:org/repo`` (e.g. ``hf-hub:MahmoodLab/UNI``).
+Preprocessing is timm's own data config for the model (``resolve_data_config``); ``image_size``
+overrides the input size; ``kwargs`` go to ``timm.create_model``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vlmprobe.errors import VlmprobeError
+from vlmprobe.models.base import Encoder, ModelFamily, describe_transform, register_family, unknown_name_error
+from vlmprobe.models.open_clip_family import OFFLINE_FIX
+
+
+@register_family
+class TimmFamily(ModelFamily):
+    name = "timm"
+
+    def check(self, model_id: str, spec: dict[str, Any]) -> None:
+        import timm
+
+        name = str(spec["name"])
+        if name.startswith("hf-hub:"):
+            return
+        base = name.split(".")[0]
+        if not timm.is_model(base):
+            raise unknown_name_error("timm model", name, timm.list_models(), model_id, "use a name from timm.list_models() or hf-hub:org/repo.")
+        pretrained = spec.get("pretrained")
+        if isinstance(pretrained, str) and not Path(pretrained).is_file():
+            raise VlmprobeError(f"Model {model_id!r}: checkpoint file {pretrained!r} does not exist.", "copy the weights there or correct `pretrained:`.")
+        if pretrained is True and not timm.list_pretrained(name) and not timm.list_pretrained(f"{name}.*"):
+            raise VlmprobeError(f"Model {model_id!r}: timm has no pretrained weights for {name!r}.", "set `pretrained: false` or pick a tagged name.")
+
+    def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
+        import timm
+        from timm.data import create_transform, resolve_data_config
+
+        from vlmprobe.checkpoints import load_into, load_state_dict, sha256
+
+        name = str(spec["name"])
+        pretrained = spec.get("pretrained")
+        kwargs = dict(spec.get("kwargs", {}))
+        try:
+            model = timm.create_model(name, pretrained=pretrained is True, num_classes=0, **kwargs)
+        except Exception as error:  # noqa: BLE001
+            raise VlmprobeError(
+                f"Model {model_id!r}: timm could not create {name!r} (pretrained={pretrained!r}): {type(error).__name__}: {str(error)[:300]}.",
+                OFFLINE_FIX,
+            ) from error
+        digest = None
+        if isinstance(pretrained, str):
+            state = load_state_dict(pretrained)
+            head = model.default_cfg.get("classifier", "head")
+            heads = (head,) if isinstance(head, str) else tuple(head)
+            load_into(model, state, pretrained, name, ignore_prefixes=tuple(f"{h}." for h in heads))
+            digest = sha256(pretrained)
+        overrides = {"input_size": (3, int(spec["image_size"]), int(spec["image_size"]))} if spec.get("image_size") else {}
+        data_config = resolve_data_config(overrides, model=model)
+        preprocess = create_transform(**data_config, is_training=False)
+        model.eval().to(device)
+        return Encoder(
+            model_id=model_id,
+            family=self.name,
+            spec=spec,
+            image_module=model,
+            preprocess=preprocess,
+            preprocess_info={"timm_data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()}, "transform": describe_transform(preprocess)},
+            embed_dim=int(model.num_features),
+            checkpoint_sha256=digest,
+            extras={"architecture": name},
+        )

@@ -1,0 +1,18 @@
+# Datasets -> one Parquet manifest each (splits and folds included). Never depends on a model.
+
+
+rule manifest:
+    output:
+        PATHS["manifest"],
+    params:
+        spec=dataset_spec,
+        seed=config["seed"],
+        split=config["split"],
+        data_dir=lambda wildcards: PATHS["dataset_dir"].format(dataset=wildcards.dataset),
+    log:
+        log_path("manifest", "{dataset}"),
+    benchmark:
+        benchmark_path("manifest", "{dataset}")
+    localrule: True
+    script:
+        "../../scripts/manifest.py"

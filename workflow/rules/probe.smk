@@ -1,0 +1,19 @@
+# Linear probes on cached embeddings, the poster's (seed 002) LinearSVC protocol.
+
+
+rule linear_probe:
+    input:
+        manifest=PATHS["manifest"],
+        embeddings=PATHS["embedding"],
+    output:
+        PATHS["linear_probe"],
+    params:
+        spec=model_spec,
+        positive_label=lambda wildcards: config["datasets"][wildcards.dataset].get("positive_label"),
+    log:
+        log_path("linear_probe", "{dataset}/{model}"),
+    benchmark:
+        benchmark_path("linear_probe", "{dataset}/{model}")
+    threads: 2
+    script:
+        "../../scripts/linear_probe.py"
