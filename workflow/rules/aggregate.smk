@@ -16,3 +16,12 @@ rule summary_linear_probe:
     localrule: True
     script:
         "../../scripts/summary_linear_probe.py"
+
+
+def linear_probe_summary_targets():
+    if not (config["linear_probe"]["enabled"] and MULTICLASS_DATASETS):
+        return []
+    return [PATHS[key] for key in ("summary_linear_probe", "summary_linear_probe_csv", "summary_linear_probe_md", "summary_linear_probe_png")]
+
+
+TARGET_FUNCTIONS.append(linear_probe_summary_targets)

@@ -34,3 +34,6 @@ rule embed:
     threads: 4
     script:
         "../../scripts/embed.py"
+
+
+TARGET_FUNCTIONS.append(lambda: expand(PATHS["embedding"], dataset=DATASETS, model=MODELS))

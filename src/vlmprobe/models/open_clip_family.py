@@ -129,12 +129,15 @@ class OpenClipFamily(ModelFamily):
         kwargs: dict[str, Any] = {}
         if spec.get("image_size"):
             kwargs["force_image_size"] = int(spec["image_size"])
+        preprocess_override = spec.get("preprocess")
         if isinstance(pretrained, str) and pretrained not in open_clip.list_pretrained_tags_by_model(name):
             checkpoint = Path(pretrained)
-            kwargs["force_preprocess_cfg"] = _file_preprocess(model_id, spec, checkpoint)
+            preprocess_override = _file_preprocess(model_id, spec, checkpoint)
             pretrained = None
-        elif spec.get("preprocess"):
-            kwargs["force_preprocess_cfg"] = dict(spec["preprocess"])
+        for key in ("mean", "std", "interpolation", "resize_mode"):
+            if preprocess_override and preprocess_override.get(key) is not None:
+                value = preprocess_override[key]
+                kwargs[f"image_{key}"] = tuple(value) if isinstance(value, list) else value
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, **kwargs)
         except VlmprobeError:
@@ -164,7 +167,8 @@ class OpenClipFamily(ModelFamily):
             tokens = tokenizer(list(texts)).to(next(model.parameters()).device)
             return model.encode_text(tokens)
 
-        preprocess_cfg = dict(getattr(model.visual, "preprocess_cfg", {}))
+        # JSON types (lists, not tuples) so the provenance reads back equal to what was written
+        preprocess_cfg = json.loads(json.dumps(dict(getattr(model.visual, "preprocess_cfg", {}))))
         with torch.no_grad():
             size = preprocess_cfg.get("size", 224)
             size = size if isinstance(size, (tuple, list)) else (size, size)

@@ -1,0 +1,106 @@
+"""Summary tables across models and datasets, in the studies' own layouts.
+
+The linear-probe summary has one row per (dataset, model) with the poster's numbers as fractions;
+the Markdown rendering is the poster's table: models as rows, datasets as column pairs
+(Accuracy, F-score), cells "91 ± 0.2%".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from vlmprobe.io import save_figure, write_parquet, write_text
+
+LINEAR_PROBE_COLUMNS = [
+    "dataset",
+    "model",
+    "n_samples",
+    "n_classes",
+    "accuracy_mean",
+    "accuracy_std",
+    "fscore_mean",
+    "fscore_std",
+    "f1_macro_mean",
+    "f1_macro_std",
+]
+
+
+def linear_probe_row(result: dict[str, Any]) -> dict[str, Any]:
+    """One summary row from a linear-probe result file (see vlmprobe.probes.linear)."""
+    test = result["test"]
+    return {
+        "dataset": result["dataset"],
+        "model": result["model"],
+        "n_samples": int(result["n_train"] + result["n_test"]),
+        "n_classes": len(result["classes"]),
+        "accuracy_mean": test["accuracy_mean"],
+        "accuracy_std": test["accuracy_std"],
+        "fscore_mean": test["fscore_mean"],
+        "fscore_std": test["fscore_std"],
+        "f1_macro_mean": test["f1_macro_mean"],
+        "f1_macro_std": test["f1_macro_std"],
+    }
+
+
+def linear_probe_table(result_paths: Sequence[str | Path]) -> pl.DataFrame:
+    rows = [linear_probe_row(json.loads(Path(path).read_text())) for path in result_paths]
+    schema = {
+        "dataset": pl.String, "model": pl.String, "n_samples": pl.Int64, "n_classes": pl.Int64,
+        **{column: pl.Float64 for column in LINEAR_PROBE_COLUMNS[4:]},
+    }
+    return pl.DataFrame(rows, schema=schema).sort("dataset", "model")
+
+
+def percent_cell(mean: float | None, std: float | None) -> str:
+    """The poster's cell format: '91 ± 0.2%' (mean to whole percent, std to one decimal)."""
+    if mean is None or std is None or math.isnan(mean):
+        return "—"
+    return f"{mean * 100:.0f} ± {std * 100:.1f}%"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def linear_probe_markdown(table: pl.DataFrame) -> str:
+    datasets = table["dataset"].unique(maintain_order=True).to_list()
+    models = table["model"].unique(maintain_order=True).to_list()
+    cells = {(r["model"], r["dataset"]): r for r in table.iter_rows(named=True)}
+    header = ["Model"]
+    for dataset in datasets:
+        first = table.filter(pl.col("dataset") == dataset).row(0, named=True)
+        label = f"{dataset} (n = {first['n_samples']:,}, {first['n_classes']} class)"
+        header += [f"{label} Accuracy", f"{label} F-score"]
+    rows = []
+    for model in models:
+        row = [model]
+        for dataset in datasets:
+            r = cells.get((model, dataset))
+            row += [percent_cell(r["accuracy_mean"], r["accuracy_std"]), percent_cell(r["fscore_mean"], r["fscore_std"])] if r else ["—", "—"]
+        rows.append(row)
+    intro = (
+        "# Linear probe (LinearSVC, C = 100 / N, standardized features, 20 % test hold-out, 5-fold CV)\n\n"
+        "Mean ± std over the 5 fold models, each scored on the held-out test set. F-score: F1 of the positive "
+        "class for 2-class datasets, macro F1 otherwise.\n\n"
+    )
+    return intro + markdown_table(header, rows)
+
+
+def write_linear_probe_summary(result_paths, table_path, csv_path, markdown_path, heatmap_path) -> pl.DataFrame:
+    from vlmprobe.figures import metric_heatmap
+
+    table = linear_probe_table(result_paths)
+    write_parquet(table_path, table)
+    write_text(csv_path, table.write_csv())
+    write_text(markdown_path, linear_probe_markdown(table))
+    figure = metric_heatmap(table, row="model", column="dataset", value="accuracy_mean", title="Linear probe test accuracy (mean over 5 fold models)")
+    save_figure(heatmap_path, figure)
+    return table
