@@ -2,6 +2,8 @@
 # This file only validates the configuration and includes one rule file per stage.
 from snakemake.utils import min_version, validate
 
+from vlmprobe.config_check import check_config
+
 min_version("9.0")
 
 
@@ -12,13 +14,21 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
+# Every problem at once, each naming its config key and the fix; Snakemake's validate then fills in the defaults.
+check_config(config, workflow.source_path("workflow/schemas/config.schema.yaml"))
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# The description on the landing page of `snakemake --report`.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
+include: "workflow/rules/resources.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/probe.smk"
+include: "workflow/rules/multilabel.smk"
 include: "workflow/rules/aggregate.smk"
 
 

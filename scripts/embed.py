@@ -17,6 +17,7 @@ def main(smk):
         num_workers=runtime.get("num_workers"),
         threads=smk.threads,
         precision=spec.get("precision", "auto"),
+        chunk_images=runtime.get("chunk_images", 2048),
     )
 
 

@@ -3,14 +3,26 @@
 Decoding and resizing bound throughput on most machines, so images are decoded and preprocessed in
 DataLoader worker processes while the main process keeps the model fed; on CUDA the forward pass
 runs under autocast (bf16 where supported, else fp16) with pinned host memory.
+
+A job killed half-way (kill -9, SLURM time limit, preempted node) loses at most one chunk: finished
+chunks of rows are saved, each atomically, in ``{output}.partial/`` under a key that covers
+everything the numbers depend on (model spec, weights, preprocessing, device, precision, batch size,
+package versions, the manifest's ids and paths); the re-run job resumes after the last one and the
+table equals an uninterrupted run's, because every batch holds the same images as it would have.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 import os
 import platform
+import shutil
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +31,22 @@ import numpy as np
 from vlmprobe.datasets.manifest import read_manifest
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.images import load_image
-from vlmprobe.store import write_embeddings
+from vlmprobe.io import atomic_path, write_json
+from vlmprobe.store import FORMAT_VERSION, write_embeddings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class BadImage:
+    """An image that failed to decode in a DataLoader worker, carried to the main process as data.
+
+    An exception raised in a worker reaches the main process re-built from its formatted traceback,
+    so a :class:`VlmprobeError` would arrive as pages of traceback instead of its one-line message.
+    """
+
+    problem: str
+    fix: str | None
 
 
 class ManifestImages:
@@ -35,7 +60,20 @@ class ManifestImages:
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        return self.preprocess(load_image(self.paths[index]))
+        try:
+            return self.preprocess(load_image(self.paths[index]))
+        except VlmprobeError as error:
+            return BadImage(error.problem, error.fix)
+
+
+def collate_images(items: list):
+    """Stack a batch, or pass on its first :class:`BadImage` for the main process to raise."""
+    import torch
+
+    for item in items:
+        if isinstance(item, BadImage):
+            return item
+    return torch.stack(items)
 
 
 def resolve_device(device: str) -> str:
@@ -70,7 +108,8 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def embed_images(encoder, paths: list[str], device: str, batch_size: int, num_workers: int, precision: str, progress: bool = True) -> np.ndarray:
+def embed_batches(encoder, paths: list[str], device: str, batch_size: int, num_workers: int, precision: str, progress: bool = True) -> Iterator[np.ndarray]:
+    """Yield the (batch, D) float32 embeddings of ``paths``, batch by batch, in order."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
@@ -80,22 +119,135 @@ def embed_images(encoder, paths: list[str], device: str, batch_size: int, num_wo
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
+        collate_fn=collate_images,
         pin_memory=device.startswith("cuda"),
         prefetch_factor=4 if num_workers > 0 else None,
         persistent_workers=False,
     )
     dtype = autocast_dtype(device, precision)
-    chunks = []
     encoder.image_module.eval()
     with torch.inference_mode():
         for batch in tqdm(loader, desc=f"embed {encoder.model_id}", unit="batch", disable=not progress, mininterval=5):
+            if isinstance(batch, BadImage):
+                raise VlmprobeError(batch.problem, batch.fix)
             batch = batch.to(device, non_blocking=True)
             if dtype is not None:
                 with torch.autocast(device_type="cuda", dtype=dtype):
                     features = encoder.encode_image(batch)
             else:
                 features = encoder.encode_image(batch)
-            chunks.append(features.float().cpu().numpy())
+            yield features.float().cpu().numpy()
+
+
+def embed_images(encoder, paths: list[str], device: str, batch_size: int, num_workers: int, precision: str, progress: bool = True) -> np.ndarray:
+    chunks = list(embed_batches(encoder, paths, device, batch_size, num_workers, precision, progress))
+    return np.concatenate(chunks, axis=0) if chunks else np.zeros((0, encoder.embed_dim), np.float32)
+
+
+def partial_dir(out_path: str | Path) -> Path:
+    """Where a running job keeps its finished chunks: ``{output}.partial/`` (removed once the table is written)."""
+    return Path(f"{out_path}.partial")
+
+
+class ChunkStore:
+    """Finished chunks of one embedding job, each an atomically written ``.npy`` of rows [start, stop).
+
+    ``key`` fingerprints everything the numbers depend on; chunks saved under another key (the model,
+    its weights, the manifest or the batch size changed) are discarded, never reused.
+    """
+
+    KEY_FILE = "key.json"
+
+    def __init__(self, directory: Path, key: str, n_rows: int, dim: int):
+        self.directory = directory
+        self.key = key
+        self.n_rows = n_rows
+        self.dim = dim
+
+    def _chunk_path(self, start: int, stop: int) -> Path:
+        return self.directory / f"rows-{start:010d}-{stop:010d}.npy"
+
+    def resume(self) -> list[np.ndarray]:
+        """The saved chunks covering rows [0, n) contiguously, after dropping anything unusable."""
+        key_file = self.directory / self.KEY_FILE
+        if self.directory.exists():
+            try:
+                saved_key = json.loads(key_file.read_text())["key"]
+            except (OSError, ValueError, KeyError, TypeError):
+                saved_key = None
+            if saved_key != self.key:
+                log.info("discarding partial embeddings in %s: they were computed with other settings", self.directory)
+                shutil.rmtree(self.directory)
+        if not self.directory.exists():
+            self.directory.mkdir(parents=True)
+            write_json(key_file, {"key": self.key, "n_rows": self.n_rows, "dim": self.dim})
+            return []
+        chunks: list[np.ndarray] = []
+        done = 0
+        saved = sorted(self.directory.glob("rows-*.npy"))
+        for position, path in enumerate(saved):
+            try:
+                start, stop = (int(part) for part in path.stem.split("-")[1:3])
+                if start != done or stop > self.n_rows:
+                    raise ValueError(f"rows {start}-{stop} do not follow row {done}")
+                matrix = np.load(path, allow_pickle=False)
+                if matrix.shape != (stop - start, self.dim) or matrix.dtype != np.float32 or not np.isfinite(matrix).all():
+                    raise ValueError(f"unexpected contents {matrix.shape} {matrix.dtype}")
+            except (OSError, ValueError) as error:
+                log.warning("partial embeddings %s unusable (%s); recomputing from row %d", path.name, error, done)
+                for stale in saved[position:]:
+                    stale.unlink()
+                break
+            chunks.append(matrix)
+            done = stop
+        return chunks
+
+    def add(self, start: int, matrix: np.ndarray) -> None:
+        with atomic_path(self._chunk_path(start, start + len(matrix))) as tmp:
+            np.save(tmp, np.ascontiguousarray(matrix, dtype=np.float32), allow_pickle=False)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def resume_key(metadata: dict[str, Any], sample_ids: list[str], paths: list[str]) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps({**metadata, "format_version": FORMAT_VERSION}, sort_keys=True, default=str).encode())
+    for sample_id, path in zip(sample_ids, paths):
+        digest.update(f"{sample_id}\0{path}\n".encode())
+    return digest.hexdigest()
+
+
+def embed_resumable(
+    encoder,
+    paths: list[str],
+    store: ChunkStore,
+    device: str,
+    batch_size: int,
+    num_workers: int,
+    precision: str,
+    chunk_images: int,
+) -> np.ndarray:
+    """Embed ``paths`` saving every ``chunk_images`` rows (rounded up to whole batches) to ``store``,
+    starting after the chunks a killed run left behind."""
+    chunks = store.resume()
+    done = sum(len(chunk) for chunk in chunks)
+    if done:
+        log.info("resuming: %d of %d images were embedded before the job stopped", done, len(paths))
+    # whole batches per chunk: resumed batches hold exactly the images they would have held
+    rows_per_chunk = math.ceil(max(1, chunk_images) / batch_size) * batch_size
+    pending: list[np.ndarray] = []
+    start = done
+    for features in embed_batches(encoder, paths[done:], device, batch_size, num_workers, precision):
+        pending.append(features)
+        if sum(len(part) for part in pending) >= rows_per_chunk:
+            chunk = np.concatenate(pending, axis=0)
+            store.add(start, chunk)
+            chunks.append(chunk)
+            start += len(chunk)
+            pending = []
+    if pending:
+        chunks.append(np.concatenate(pending, axis=0))
     return np.concatenate(chunks, axis=0) if chunks else np.zeros((0, encoder.embed_dim), np.float32)
 
 
@@ -110,6 +262,7 @@ def embed_manifest(
     precision: str = "auto",
     seed: int = 0,
     threads: int | None = None,
+    chunk_images: int = 2048,
 ) -> None:
     import torch
 
@@ -134,9 +287,6 @@ def embed_manifest(
     started = time.perf_counter()
     encoder = load_encoder(model_id, spec, device)
     log.info("model %s (%s) loaded on %s, %d-D embeddings", model_id, spec.get("family"), device, encoder.embed_dim)
-    matrix = embed_images(encoder, paths, device, batch_size, num_workers, precision)
-    seconds = time.perf_counter() - started
-    log.info("embedded %d images in %.1f s (%.1f images/s)", len(paths), seconds, len(paths) / max(seconds, 1e-9))
     metadata = {
         "model_id": model_id,
         "spec": spec,
@@ -149,4 +299,9 @@ def embed_manifest(
         "batch_size": batch_size,
         "versions": package_versions(),
     }
+    store = ChunkStore(partial_dir(out_path), resume_key(metadata, sample_ids, paths), len(paths), encoder.embed_dim)
+    matrix = embed_resumable(encoder, paths, store, device, batch_size, num_workers, precision, chunk_images)
+    seconds = time.perf_counter() - started
+    log.info("embedded %d images in %.1f s (%.1f images/s)", len(paths), seconds, len(paths) / max(seconds, 1e-9))
     write_embeddings(out_path, sample_ids, matrix, metadata)
+    store.remove()

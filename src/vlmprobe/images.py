@@ -86,6 +86,12 @@ def load_image(path: str) -> Image.Image:
             return to_rgb(image)
     except FileNotFoundError as error:
         raise VlmprobeError(f"Image file {path!r} does not exist.", "restore the file or rebuild the manifest.") from error
+    except Image.DecompressionBombError as error:
+        # not an OSError: a header claiming billions of pixels is refused before any memory is allocated
+        raise VlmprobeError(
+            f"Image file {path!r} claims more pixels than Pillow will decode ({error}).",
+            "downscale the image (or check that it is not corrupt), or leave it out with `on_bad_image: skip`.",
+        ) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise VlmprobeError(
             f"Image file {path!r} is not a readable image ({type(error).__name__}: {error}).",

@@ -16,11 +16,13 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str], fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` if the block succeeds.
 
     The temporary file keeps the target's suffix so that writers which infer the format from the
-    extension (matplotlib, numpy) still work.
+    extension (matplotlib, numpy) still work. ``fsync=False`` skips flushing to disk before the
+    rename: a killed process still leaves nothing partial, only a machine crash could; it is for
+    bulk scratch files regenerated on every run (thousands of fsyncs cost tens of seconds).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -29,8 +31,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if fsync:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, target)
     finally:
         if tmp.exists():

@@ -14,6 +14,8 @@ rule summary_linear_probe:
     log:
         log_path("summary_linear_probe", "summary"),
     localrule: True
+    conda:
+        "../../envs/summary.yaml"
     script:
         "../../scripts/summary_linear_probe.py"
 
@@ -25,3 +27,114 @@ def linear_probe_summary_targets():
 
 
 TARGET_FUNCTIONS.append(linear_probe_summary_targets)
+
+
+# --- The papers beside ours: active only when the config names a reference (the study presets do). ---
+PATHS.update(
+    {
+        "reference_linear_probe_csv": "results/summary/reference/linear_probe.csv",
+        "reference_linear_probe_md": "results/summary/reference/linear_probe.md",
+        "reference_multilabel_csv": "results/summary/reference/multilabel.csv",
+        "reference_multilabel_md": "results/summary/reference/multilabel.md",
+    }
+)
+
+
+rule reference_linear_probe:
+    input:
+        ours=PATHS["summary_linear_probe"],
+    output:
+        csv=report(
+            PATHS["reference_linear_probe_csv"],
+            caption="../report/summary_tables.rst",
+            category="Summary",
+        ),
+        markdown=PATHS["reference_linear_probe_md"],
+    params:
+        kind="linear_probe",
+        block=lambda wildcards: config["reference"]["linear_probe"],
+        datasets=MULTICLASS_DATASETS,
+        models=MODELS,
+    log:
+        log_path("reference_linear_probe", "summary"),
+    localrule: True
+    conda:
+        "../../envs/summary.yaml"
+    script:
+        "../../scripts/reference_compare.py"
+
+
+def reference_multilabel_input(wildcards):
+    # the multi-label stage adds its summary path to PATHS after this file is read, so look it up lazily
+    key = config["reference"]["multilabel"]["ours"]
+    return [PATHS[key]] if key in PATHS else []
+
+
+rule reference_multilabel:
+    input:
+        reference_multilabel_input,
+    output:
+        csv=report(
+            PATHS["reference_multilabel_csv"],
+            caption="../report/summary_tables.rst",
+            category="Summary",
+        ),
+        markdown=PATHS["reference_multilabel_md"],
+    params:
+        kind="settings",
+        block=lambda wildcards: config["reference"]["multilabel"],
+        missing_reason=lambda wildcards: (
+            "not run: no result in our summary"
+            if config["reference"]["multilabel"]["ours"] in PATHS
+            else f"not run: the workflow has no {config['reference']['multilabel']['ours']!r} summary"
+        ),
+    log:
+        log_path("reference_multilabel", "summary"),
+    localrule: True
+    conda:
+        "../../envs/summary.yaml"
+    script:
+        "../../scripts/reference_compare.py"
+
+
+def reference_targets():
+    targets = []
+    if "linear_probe" in config["reference"] and linear_probe_summary_targets():
+        targets += [
+            PATHS["reference_linear_probe_csv"],
+            PATHS["reference_linear_probe_md"],
+        ]
+    if "multilabel" in config["reference"]:
+        targets += [PATHS["reference_multilabel_csv"], PATHS["reference_multilabel_md"]]
+    return targets
+
+
+TARGET_FUNCTIONS.append(reference_targets)
+
+
+# --- The multi-label study (multilabel.smk): every setting's metrics in the paper's layout. ---
+rule summary_multilabel:
+    input:
+        results=lambda wildcards: multilabel_results(),
+    output:
+        table=PATHS["summary_multilabel"],
+        csv=PATHS["summary_multilabel_csv"],
+        markdown=PATHS["summary_multilabel_md"],
+    params:
+        skipped=lambda wildcards: multilabel_skipped(),
+    log:
+        log_path("summary_multilabel", "summary"),
+    localrule: True
+    conda:
+        "../../envs/summary.yaml"
+    script:
+        "../../scripts/summary_multilabel.py"
+
+
+def multilabel_summary_targets():
+    if not STUDY_DATASETS:
+        return []
+    return [PATHS[key] for key in ("summary_multilabel", "summary_multilabel_csv", "summary_multilabel_md")]
+
+
+TARGET_FUNCTIONS.append(multilabel_summary_targets)

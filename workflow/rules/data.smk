@@ -14,5 +14,7 @@ rule manifest:
     benchmark:
         benchmark_path("manifest", "{dataset}")
     localrule: True
+    conda:
+        "../../envs/data.yaml"
     script:
         "../../scripts/manifest.py"

@@ -11,6 +11,8 @@ rule check_model:
     log:
         log_path("check_model", "{model}"),
     localrule: True
+    conda:
+        "../../envs/embed.yaml"
     script:
         "../../scripts/check_model.py"
 
@@ -32,6 +34,12 @@ rule embed:
     benchmark:
         benchmark_path("embed", "{dataset}/{model}")
     threads: 4
+    resources:
+        gpu=1,
+        mem_mb=gpu_mem_mb,
+        runtime=gpu_runtime_min,
+    conda:
+        "../../envs/embed.yaml"
     script:
         "../../scripts/embed.py"
 

@@ -15,5 +15,12 @@ rule linear_probe:
     benchmark:
         benchmark_path("linear_probe", "{dataset}/{model}")
     threads: 2
+    resources:
+        mem_mb=cpu_mem_mb,
+        runtime=cpu_runtime_min,
+    group:
+        "analysis"
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../../scripts/linear_probe.py"

@@ -16,9 +16,13 @@ def dataset_images(wildcards, input):
     """
     manifest = input.get("manifest")
     if manifest and os.path.exists(manifest):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.read_metadata(manifest).num_rows
+        try:
+            return pq.read_metadata(manifest).num_rows
+        except (OSError, pa.ArrowException):
+            pass  # unreadable: the job reading it will report that, not the scheduler
     return int(config["datasets"][wildcards.dataset].get("n_images", 20_000))
 
 

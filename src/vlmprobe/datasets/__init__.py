@@ -21,6 +21,13 @@ KINDS: dict[str, tuple[str, bool]] = {
     "npz": ("vlmprobe.datasets.npz", False),
     "digits": ("vlmprobe.datasets.digits", False),
     "synthetic-cxr": ("vlmprobe.datasets.synthetic_cxr", True),
+    "busi": ("vlmprobe.datasets.busi", False),
+    "breakhis": ("vlmprobe.datasets.breakhis", False),
+    "onehot-csv": ("vlmprobe.datasets.onehot_csv", False),
+    "hierarchical-csv": ("vlmprobe.datasets.hierarchical_csv", False),
+    "deepdrid": ("vlmprobe.datasets.deepdrid", False),
+    "medmnist": ("vlmprobe.datasets.medmnist", False),
+    "iu-xray": ("vlmprobe.datasets.iu_xray", True),
 }
 
 

@@ -27,7 +27,13 @@ def read_rows(csv_path: Path, dataset: str, separator: str = ",") -> list[dict[s
 
 
 def require_columns(dataset: str, csv_path: Path, rows: list[dict[str, str]], columns: list[str]) -> None:
-    present = list(rows[0].keys()) if rows else []
+    if not rows:
+        # csv.DictReader yields no rows for an empty or header-only file, so the columns cannot be checked
+        raise VlmprobeError(
+            f"Dataset {dataset!r}: CSV {str(csv_path)!r} has no data rows (it is empty or holds only a header).",
+            "add one row per image, or point the dataset at the right CSV.",
+        )
+    present = list(rows[0].keys())
     missing = [column for column in columns if column not in present]
     if missing:
         raise VlmprobeError(

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from vlmprobe.datasets.records import DatasetContext, Record
+from vlmprobe.io import atomic_path
 
 
 
@@ -23,6 +24,7 @@ def load_records(spec: dict[str, Any], ctx: DatasetContext) -> list[Record]:
         path = image_dir / f"digit-{index:04d}.png"
         # 0..16 ink levels to 8-bit, ink dark on light paper like a scan; upsampled so every model sees the same pixels
         gray = np.round(255 - pixels * (255 / 16)).astype(np.uint8)
-        Image.fromarray(gray, mode="L").resize((size, size), Image.Resampling.BICUBIC).save(path)
+        with atomic_path(path, fsync=False) as tmp:  # a killed job never leaves a truncated image under the final name
+            Image.fromarray(gray, mode="L").resize((size, size), Image.Resampling.BICUBIC).save(tmp, format="PNG")
         records.append(Record(sample_id=f"digit-{index:04d}", path=str(path.resolve()), labels=(str(int(target)),)))
     return records

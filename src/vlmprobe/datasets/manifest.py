@@ -74,14 +74,18 @@ def drop_small_classes(dataset: str, records: list[Record], min_class_size: int 
 
 
 def check_unique_ids(dataset: str, records: list[Record]) -> None:
-    counts = Counter(record.sample_id for record in records)
-    duplicates = sorted(sample_id for sample_id, count in counts.items() if count > 1)
+    paths: dict[str, list[str]] = {}
+    for record in records:
+        paths.setdefault(record.sample_id, []).append(record.path)
+    duplicates = sorted(sample_id for sample_id, where in paths.items() if len(where) > 1)
     if duplicates:
+        listing = "; ".join(f"{sample_id!r} ({', '.join(paths[sample_id][:3])})" for sample_id in duplicates[:5])
         raise VlmprobeError(
-            f"Dataset {dataset!r} has duplicate sample ids: {duplicates[:10]}"
-            + (f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else "")
+            f"Dataset {dataset!r} has {len(duplicates)} duplicate sample id(s): {listing}"
+            + (f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else "")
             + ".",
-            "make ids unique (for CSV manifests: fix the id column or drop `id_column` to use the paths).",
+            "make ids unique: rename or remove one of two files that differ only in extension (x.png, x.jpg), "
+            "list each image once, or, for CSV manifests, fix the id column (or drop `id_column` to use the paths).",
         )
 
 
@@ -129,10 +133,10 @@ def build_manifest(
     if spec.get("verify_images", True):
         records = verify_images(dataset, records, spec.get("on_bad_image", "error"))
     if not multilabel:
-        several = [record.sample_id for record in records if len(record.labels) != 1]
+        several = [f"{record.sample_id} ({len(record.labels)})" for record in records if len(record.labels) != 1]
         if several:
             raise VlmprobeError(
-                f"Dataset {dataset!r} is multi-class but sample(s) {several[:5]} have {len(records[0].labels)} labels.",
+                f"Dataset {dataset!r} is multi-class but sample(s) {several[:5]} have more than one label (count in brackets).",
                 "set `multilabel: true` on the dataset, or give each sample exactly one label.",
             )
     records = sorted(records, key=lambda record: record.sample_id)

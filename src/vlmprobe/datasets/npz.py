@@ -8,6 +8,8 @@ multi-label (ChestMNIST).
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -42,8 +44,15 @@ def load_records(spec: dict[str, Any], ctx: DatasetContext) -> list[Record]:
         for part in parts:
             if f"{part}_labels" not in archive.files:
                 raise VlmprobeError(f"Dataset {ctx.name!r}: {part}_images has no {part}_labels array.", "use a complete MedMNIST .npz.")
-            labels = np.asarray(archive[f"{part}_labels"])
-            n_images = archive[f"{part}_images"].shape[0]
+            try:
+                labels = np.asarray(archive[f"{part}_labels"])
+                n_images = archive[f"{part}_images"].shape[0]
+            except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as error:
+                # allow_pickle=False: an object array (a pickle that could run code) lands here, as does a truncated file
+                raise VlmprobeError(
+                    f"Dataset {ctx.name!r}: cannot read {part}_images/{part}_labels from {str(npz_path)!r} ({error}).",
+                    "use a .npz of plain numeric arrays (MedMNIST's own files are); re-download it if it is truncated.",
+                ) from error
             if labels.shape[0] != n_images:
                 raise VlmprobeError(
                     f"Dataset {ctx.name!r}: {part}_labels has {labels.shape[0]} rows but {part}_images has {n_images}.",

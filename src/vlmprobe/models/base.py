@@ -95,13 +95,19 @@ def family_of(model_id: str, spec: dict[str, Any]) -> ModelFamily:
 
 
 def check_spec(model_id: str, spec: dict[str, Any]) -> None:
-    family_of(model_id, spec).check(model_id, spec)
+    """The offline check: the family's own (names, tags, files exist), then every local weights file is
+    opened safely and cheaply, so a corrupt, truncated or pickled checkpoint fails before any job is queued."""
+    from vlmprobe.checkpoints import verify_checkpoint
+
+    family = family_of(model_id, spec)
+    family.check(model_id, spec)
+    for path in family.weight_files(spec):
+        verify_checkpoint(path)
 
 
 def load_encoder(model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
-    family = family_of(model_id, spec)
-    family.check(model_id, spec)
-    return family.load(model_id, spec, device)
+    check_spec(model_id, spec)  # also vets weights files a library would load itself (open_clip's local-dir)
+    return family_of(model_id, spec).load(model_id, spec, device)
 
 
 def describe_transform(transform: Any) -> str:

@@ -90,8 +90,9 @@ class OpenClipFamily(ModelFamily):
                 )
             return
         if name.startswith("hf-hub:"):
-            if "/" not in name[len("hf-hub:") :]:
-                raise VlmprobeError(f"Model {model_id!r}: {name!r} is not of the form hf-hub:org/repo.", "fix the name.")
+            from vlmprobe.hub_registry import check_open_clip_hub
+
+            check_open_clip_hub(model_id, name[len("hf-hub:") :])  # local HF cache or vendored record; see hub_registry
             return
         if name not in open_clip.list_models():
             raise unknown_name_error(
@@ -117,6 +118,20 @@ class OpenClipFamily(ModelFamily):
             f"pretrained tag for {name}", pretrained, tags, model_id,
             f"use one of {tags}, a checkpoint file path, or null for random weights.",
         )
+
+    def weight_files(self, spec: dict[str, Any]) -> list[str]:
+        """A checkpoint file, or the weights file open_clip will pick in a ``local-dir:`` folder."""
+        name, _ = _source(spec)
+        if not name.startswith("local-dir:"):
+            return super().weight_files(spec)
+        folder = Path(name[len("local-dir:") :])
+        if not folder.is_dir():
+            return []
+        pick = getattr(_open_clip().factory, "_find_checkpoint_in_dir", None)  # private: fall back to every candidate
+        if pick is not None:
+            chosen = pick(folder)
+            return [chosen] if chosen else []
+        return [str(p) for p in sorted(folder.iterdir()) if p.suffix in {".safetensors", ".bin", ".pth"}]
 
     def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         import torch

@@ -24,7 +24,10 @@ class TimmFamily(ModelFamily):
         import timm
 
         name = str(spec["name"])
-        if name.startswith("hf-hub:"):
+        if name.startswith(("hf-hub:", "hf_hub:")):
+            from vlmprobe.hub_registry import check_timm_hub, strip_hub_prefix
+
+            check_timm_hub(model_id, strip_hub_prefix(name))  # local HF cache or vendored record; see hub_registry
             return
         base = name.split(".")[0]
         if not timm.is_model(base):

@@ -11,6 +11,7 @@ normalisation), so a pre-staged checkpoint keeps the preprocessing it was traine
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,25 @@ def _replace_last_linear(model):
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, attribute, torch.nn.Identity())
     return model
+
+
+@contextlib.contextmanager
+def _weights_only_downloads():
+    """torchvision reads its downloaded weights with ``torch.hub.load_state_dict_from_url``, whose default is
+    ``weights_only=False`` (a plain pickle); make every such read ``weights_only=True`` while a model is built."""
+    from torchvision.models import _api
+
+    original = _api.load_state_dict_from_url
+
+    def weights_only(*args, **kwargs):
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    _api.load_state_dict_from_url = weights_only
+    try:
+        yield
+    finally:
+        _api.load_state_dict_from_url = original
 
 
 @register_family
@@ -64,7 +84,7 @@ class TorchvisionFamily(ModelFamily):
         import torch
         import torchvision
 
-        from vlmprobe.checkpoints import load_into, load_state_dict, sha256
+        from vlmprobe.checkpoints import load_into, load_state_dict, refused_pickle, sha256, unreadable_checkpoint
 
         name = str(spec["name"])
         pretrained = spec.get("pretrained")
@@ -72,8 +92,11 @@ class TorchvisionFamily(ModelFamily):
         is_enum = isinstance(pretrained, str) and pretrained in {"DEFAULT", *weights_enum.__members__}
         weights = weights_enum[pretrained] if is_enum else None
         try:
-            model = torchvision.models.get_model(name, weights=weights)
+            with _weights_only_downloads():
+                model = torchvision.models.get_model(name, weights=weights)
         except Exception as error:  # noqa: BLE001
+            if refused_pickle(error):
+                raise unreadable_checkpoint(Path(f"{weights.url if weights else name}"), error) from error
             raise VlmprobeError(
                 f"Model {model_id!r}: torchvision could not load {name!r} weights {pretrained!r}: {type(error).__name__}: {str(error)[:300]}.",
                 OFFLINE_FIX,

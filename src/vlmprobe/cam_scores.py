@@ -1,0 +1,335 @@
+"""Scoring attribution maps against annotated regions: pointing game, IoU, energy inside the region.
+
+A *map* is a 2-D float array at the original image's size, larger = more attribution (Grad-CAM maps
+are non-negative and min-max scaled to [0, 1], but nothing here assumes that beyond "larger is
+more"). A *region* is a boolean array of the same shape: the union of a label's boxes
+(``x1``/``y1`` exclusive, pixel coordinates of the original image) or a mask image.
+
+The three scores, and the chance level reported beside them
+-----------------------------------------------------------
+=================  ================================================  ========================================
+score              definition                                        chance (a map that knows nothing)
+=================  ================================================  ========================================
+pointing game      1 if the map's maximum lies inside the region     the region's area fraction: a uniformly
+                   (Zhang et al. 2016, no tolerance margin).         random point hits it that often.
+                   Ties at the maximum are split: the score is the
+                   fraction of maximal pixels inside the region, so
+                   a constant map scores exactly the area fraction.
+IoU                intersection over union of the thresholded map    the area fraction: the IoU of a map that
+                   (pixels >= ``threshold`` x max, default 0.5,      marks the whole image.
+                   on the map's own min-max range) with the region.
+                   ``top_fraction`` instead keeps the top k % of
+                   pixels.
+energy fraction    sum of the map inside the region / sum of the     the area fraction: a uniform map puts
+                   map (after subtracting the map's minimum).        that share of its energy in the region.
+=================  ================================================  ========================================
+
+A flat map (max == min, e.g. Grad-CAM with no positive evidence) carries no location at all: it is
+treated as uniform and scores exactly chance on all three (flagged ``flat``), rather than as a
+miss or as missing, so that dropping such maps cannot flatter a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlmprobe.errors import VlmprobeError
+
+DEFAULT_THRESHOLD = 0.5
+THRESHOLD_RULES = ("relative_max", "top_fraction")
+
+
+@dataclass(frozen=True)
+class MapScore:
+    pointing_game: float
+    iou: float
+    energy_fraction: float
+    area_fraction: float
+    """The chance level of all three scores (see the module docstring)."""
+    flat: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def box_region(shape: tuple[int, int], boxes: Iterable[Mapping[str, Any]]) -> np.ndarray:
+    """Union of boxes ``{x0, y0, x1, y1}`` (x1/y1 exclusive) as a boolean (H, W) array, clipped to the image."""
+    height, width = shape
+    region = np.zeros((height, width), dtype=bool)
+    for box in boxes:
+        x0, y0 = max(int(box["x0"]), 0), max(int(box["y0"]), 0)
+        x1, y1 = min(int(box["x1"]), width), min(int(box["y1"]), height)
+        if x1 > x0 and y1 > y0:
+            region[y0:y1, x0:x1] = True
+    return region
+
+
+def mask_region(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """A mask image (any non-zero pixel marks the region) as a boolean array of ``shape`` (H, W).
+
+    A mask stored at another size than its image is resized with nearest-neighbour sampling.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            mask = image.convert("L")
+            if mask.size != (shape[1], shape[0]):
+                mask = mask.resize((shape[1], shape[0]), Image.Resampling.NEAREST)
+            return np.asarray(mask) > 0
+    except (OSError, ValueError) as error:
+        raise VlmprobeError(
+            f"Annotation mask {str(path)!r} cannot be read ({type(error).__name__}: {error}).",
+            "restore the mask file or clear the row's annotation_path in the manifest source.",
+        ) from error
+
+
+def _check(cam: np.ndarray, region: np.ndarray) -> None:
+    if cam.ndim != 2 or cam.shape != region.shape:
+        raise ValueError(f"map of shape {cam.shape} and region of shape {region.shape} must be the same 2-D shape")
+    if not np.isfinite(cam).all():
+        raise ValueError("map has non-finite values")
+
+
+def _is_flat(cam: np.ndarray) -> bool:
+    return bool(cam.max() <= cam.min())
+
+
+def area_fraction(region: np.ndarray) -> float:
+    return float(region.mean())
+
+
+def pointing_game(cam: np.ndarray, region: np.ndarray) -> float:
+    """1.0 if the map's maximum is inside ``region``, else 0.0; ties split as the fraction of maxima inside."""
+    _check(cam, region)
+    maxima = cam == cam.max()
+    return float(region[maxima].mean())
+
+
+def threshold_map(cam: np.ndarray, threshold: float = DEFAULT_THRESHOLD, rule: str = "relative_max") -> np.ndarray:
+    """The map's salient pixels as a boolean array.
+
+    ``relative_max``: pixels >= min + ``threshold`` x (max - min) (``threshold`` in (0, 1]);
+    ``top_fraction``: the ``threshold`` fraction of pixels with the largest values (ties included).
+    A flat map marks every pixel.
+    """
+    if rule not in THRESHOLD_RULES:
+        raise VlmprobeError(f"Unknown threshold rule {rule!r}.", f"use one of {THRESHOLD_RULES}.")
+    if not 0 < threshold <= 1:
+        raise VlmprobeError(f"Threshold {threshold!r} is outside (0, 1].", "give a fraction such as 0.5.")
+    low, high = float(cam.min()), float(cam.max())
+    if high <= low:
+        return np.ones(cam.shape, dtype=bool)
+    if rule == "relative_max":
+        return cam >= low + threshold * (high - low)
+    count = max(1, int(round(threshold * cam.size)))
+    cutoff = np.partition(cam.ravel(), cam.size - count)[cam.size - count]
+    return cam >= cutoff
+
+
+def iou(cam: np.ndarray, region: np.ndarray, threshold: float = DEFAULT_THRESHOLD, rule: str = "relative_max") -> float:
+    """Intersection over union of the thresholded map with ``region`` (0 when both are empty)."""
+    _check(cam, region)
+    salient = threshold_map(cam, threshold, rule)
+    union = np.logical_or(salient, region).sum()
+    if union == 0:
+        return 0.0
+    return float(np.logical_and(salient, region).sum() / union)
+
+
+def energy_fraction(cam: np.ndarray, region: np.ndarray) -> float:
+    """Share of the map's mass (above its minimum) that lies inside ``region``; a flat map counts as uniform."""
+    _check(cam, region)
+    mass = cam.astype(np.float64) - float(cam.min())
+    total = mass.sum()
+    if total <= 0:
+        return area_fraction(region)
+    return float(mass[region].sum() / total)
+
+
+def score_map(cam: np.ndarray, region: np.ndarray, threshold: float = DEFAULT_THRESHOLD, rule: str = "relative_max") -> MapScore:
+    """All three scores of one map against one region, with the region's area fraction as chance."""
+    _check(cam, region)
+    if not region.any():
+        raise ValueError("the region is empty: nothing to score against")
+    return MapScore(
+        pointing_game=pointing_game(cam, region),
+        iou=iou(cam, region, threshold, rule),
+        energy_fraction=energy_fraction(cam, region),
+        area_fraction=area_fraction(region),
+        flat=_is_flat(cam),
+    )
+
+
+def label_region(
+    label: str,
+    shape: tuple[int, int],
+    boxes: Iterable[Mapping[str, Any]] | None,
+    annotation_path: str | None,
+    true_labels: Iterable[str],
+) -> tuple[np.ndarray | None, str | None]:
+    """The region a map for ``label`` is scored against, and where it came from ('box' / 'mask').
+
+    Boxes of that label win; otherwise a mask (which marks the image's finding without naming it)
+    applies to the image's true labels. None when the image says nothing about where ``label`` is
+    (a false-positive label, 'normal', an image without annotations, or an empty mask).
+    """
+    own = [box for box in (boxes or []) if box.get("label") == label]
+    if own:
+        region = box_region(shape, own)
+        if region.any():
+            return region, "box"
+    if annotation_path and label in set(true_labels):
+        region = mask_region(annotation_path, shape)
+        if region.any():
+            return region, "mask"
+    return None, None
+
+
+def summarise(scores: Any, by: list[str]) -> Any:
+    """Mean scores per group of a scores table (polars): maps with a region only.
+
+    Columns: ``by`` + n_maps, pointing_game, iou, energy_fraction, chance (mean area fraction),
+    pointing_game_lift (pointing_game - chance) and the pointing game's binomial standard error.
+    """
+    import polars as pl
+
+    scored = scores.filter(pl.col("has_region"))
+    return (
+        scored.group_by(by, maintain_order=True)
+        .agg(
+            pl.len().alias("n_maps"),
+            pl.col("pointing_game").mean(),
+            pl.col("iou").mean(),
+            pl.col("energy_fraction").mean(),
+            pl.col("area_fraction").mean().alias("chance"),
+            pl.col("flat").mean().alias("flat_fraction"),
+        )
+        .with_columns(
+            (pl.col("pointing_game") - pl.col("chance")).alias("pointing_game_lift"),
+            (pl.col("pointing_game") * (1 - pl.col("pointing_game")) / pl.col("n_maps")).sqrt().alias("pointing_game_se"),
+        )
+        .sort(by)
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# The summary across datasets, models and settings
+# ----------------------------------------------------------------------------------------------------
+
+ALL_LABELS = "(all)"
+SETTING_ORDER = ("zs", "lp", "ft")
+
+
+def heatmap_summary(score_paths) -> Any:
+    """One row per (dataset, model, setting, method, label), plus ``label = '(all)'`` per (dataset, model, setting, method)."""
+    import polars as pl
+
+    from vlmprobe.cams import SCORE_SCHEMA
+
+    frames = [pl.read_parquet(path) for path in score_paths]
+    scores = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=SCORE_SCHEMA)
+    keys = ["dataset", "model", "setting", "method"]
+    overall = summarise(scores, keys).with_columns(pl.lit(ALL_LABELS).alias("label"))
+    per_label = summarise(scores, [*keys, "label"])
+    columns = [*keys, "label", "n_maps", "pointing_game", "pointing_game_se", "chance", "pointing_game_lift", "iou", "energy_fraction", "flat_fraction"]
+    table = pl.concat([overall.select(columns), per_label.select(columns)], how="vertical")
+    order = {name: i for i, name in enumerate(SETTING_ORDER)}
+    return (
+        table.with_columns(
+            pl.col("setting").replace_strict(order, default=len(order), return_dtype=pl.Int64).alias("_setting"),
+            (pl.col("label") != ALL_LABELS).alias("_label"),
+        )
+        .sort("dataset", "model", "_setting", "method", "_label", "label")
+        .drop("_setting", "_label")
+    )
+
+
+def _percent(value) -> str:
+    return "—" if value is None else f"{value * 100:.0f}%"
+
+
+def heatmap_markdown(summary) -> str:
+    """Per dataset: models x settings tables of the pointing game (with chance), IoU and energy fraction."""
+    import polars as pl
+
+    from vlmprobe.summary import markdown_table
+
+    lines = [
+        "# Grad-CAM maps scored against annotations\n",
+        "Maps for each selected test image's true labels, scored where the image has a box or mask for the label. "
+        "**Pointing game**: share of maps whose maximum lies inside the annotation. **IoU**: of the map thresholded at "
+        "half its range with the annotation. **Energy**: share of the map's mass inside the annotation. For all three, "
+        "a map that knows nothing scores the annotation's area fraction (**chance**, in parentheses). ± is the pointing "
+        "game's binomial standard error; n the number of scored maps.\n",
+    ]
+    overall = summary.filter(pl.col("label") == ALL_LABELS)
+    if overall.is_empty():
+        return "\n".join(lines) + "\nNo annotated maps were scored.\n"
+    for dataset in overall["dataset"].unique(maintain_order=True).to_list():
+        part = overall.filter(pl.col("dataset") == dataset)
+        settings = [s for s in SETTING_ORDER if s in part["setting"].to_list()] + sorted(set(part["setting"].to_list()) - set(SETTING_ORDER))
+        cells = {(r["model"], r["setting"]): r for r in part.iter_rows(named=True)}
+        models = part["model"].unique(maintain_order=True).to_list()
+        method = ", ".join(part["method"].unique(maintain_order=True).to_list())
+        lines.append(f"## {dataset} ({method})\n")
+        for title, render in (
+            ("Pointing game (chance)", lambda r: f"{_percent(r['pointing_game'])} ± {r['pointing_game_se'] * 100:.0f} ({_percent(r['chance'])}), n = {r['n_maps']}"),
+            ("IoU (chance)", lambda r: f"{r['iou']:.2f} ({r['chance']:.2f})"),
+            ("Energy inside the annotation (chance)", lambda r: f"{_percent(r['energy_fraction'])} ({_percent(r['chance'])})"),
+        ):
+            rows = [[model, *[render(cells[(model, s)]) if (model, s) in cells else "—" for s in settings]] for model in models]
+            lines.append(f"### {title}\n")
+            lines.append(markdown_table(["Model", *settings], rows))
+    return "\n".join(lines)
+
+
+def heatmap_summary_figure(summary) -> Any:
+    """Three panels (pointing game, IoU, energy fraction): rows 'dataset / model', columns settings, chance in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import polars as pl
+
+    from vlmprobe.figures import metric_heatmap
+
+    overall = summary.filter(pl.col("label") == ALL_LABELS).with_columns(
+        pl.concat_str([pl.col("dataset"), pl.col("model")], separator=" / ").alias("dataset / model"),
+        pl.format("{}% ({}%)", (pl.col("pointing_game") * 100).round(0).cast(pl.Int64), (pl.col("chance") * 100).round(0).cast(pl.Int64)).alias("pg_text"),
+        pl.format("{} ({})", pl.col("iou").round(2), pl.col("chance").round(2)).alias("iou_text"),
+        pl.format("{}% ({}%)", (pl.col("energy_fraction") * 100).round(0).cast(pl.Int64), (pl.col("chance") * 100).round(0).cast(pl.Int64)).alias("energy_text"),
+    )
+    settings = [s for s in SETTING_ORDER if s in overall["setting"].to_list()] + sorted(set(overall["setting"].to_list()) - set(SETTING_ORDER))
+    n_rows = max(overall["dataset / model"].n_unique(), 1)
+    figure, axes = plt.subplots(1, 3, figsize=(4.2 * 3 + 2, 1.8 + 0.45 * n_rows), layout="constrained", squeeze=False)
+    for ax, (value, text, title) in zip(
+        axes[0],
+        (("pointing_game", "pg_text", "Pointing game (chance)"), ("iou", "iou_text", "IoU (chance)"), ("energy_fraction", "energy_text", "Energy inside (chance)")),
+        strict=True,
+    ):
+        if overall.is_empty():
+            ax.axis("off")
+            ax.text(0.5, 0.5, "no scored maps", ha="center", va="center")
+            continue
+        metric_heatmap(
+            overall, row="dataset / model", column="setting", value=value, title=title, column_order=settings,
+            vmin=0.0, vmax=1.0, annotations=text, ax=ax,
+        )
+    figure.suptitle("Grad-CAM maps against annotations (cells: score, chance in parentheses)")
+    return figure
+
+
+def write_heatmap_summary(score_paths, table_path, markdown_path, figure_path) -> Any:
+    from vlmprobe.io import save_figure, write_parquet, write_text
+
+    summary = heatmap_summary(list(score_paths))
+    write_parquet(table_path, summary)
+    write_text(markdown_path, heatmap_markdown(summary))
+    save_figure(figure_path, heatmap_summary_figure(summary))
+    return summary

@@ -1,0 +1,640 @@
+"""The poster's linear probe (seed 002): standardized features, ``LinearSVC`` with ``C = 100 / N``.
+
+Protocol (Takeda et al., 2025), as implemented here:
+
+* **Split.** The manifest's ``split`` column gives the 20 % test hold-out, its ``fold`` column the
+  5 stratified CV folds of the training rows. Nothing is re-split here.
+* **Standardization.** Every fit z-scores its features with the mean and standard deviation
+  (``ddof=0``, as ``StandardScaler``) of *its own training rows only*; the validation fold and the
+  test rows are transformed with those statistics. Near-constant features keep scale 1, with
+  ``StandardScaler``'s rule.
+* **Classifier.** The model ``LinearSVC`` fits with its defaults: L2 penalty, squared hinge loss,
+  one-vs-rest, intercept as an extra constant feature 1 that is regularized like the weights
+  (``intercept_scaling=1``). For two classes a single decision function is fitted and its positive
+  side is the second class in sorted order, as scikit-learn does.
+* **C = 100 / N_samples**, where ``N_samples`` is the number of training rows *of that fit* (the
+  four training folds for a fold model, all training rows for the final model). Because
+  ``LinearSVC`` sums the loss over samples, this makes the objective ``0.5*|w|^2 + 100 * mean loss``,
+  so regularization does not drift with the fold or dataset size: the natural reading of the
+  poster's ambiguous ``N_samples``. The value used for each fit is recorded as ``C``.
+* **Six fits.** One model per CV fold (trained on the other four folds, scored on its held-out
+  fold = CV validation score, *and* on the test set), plus a final model on all training rows
+  scored on the test set. The poster's "mean ± std" is over the five fold models evaluated on the
+  test set; the final model's test score is reported beside it, not mixed into it.
+* **Scores.** Accuracy; "F-score" as the poster's table implies: F1 of the positive class for
+  2-class datasets, macro F1 otherwise; macro F1 is always reported as well. The positive class is
+  ``positive_label`` when given, otherwise the *second label in sorted order* (what scikit-learn's
+  default ``pos_label=1`` gives after ``LabelEncoder`` or an ImageFolder-style sorted class index,
+  i.e. what the poster's code most likely did). Macro F1 averages over the classes present in the
+  true or predicted labels (scikit-learn's default). Standard deviations use ``ddof=0``
+  (``numpy.std``'s default, and what ``np.std`` over the five fold scores gives).
+
+Speed. scikit-learn's ``LinearSVC`` with ``dual='auto'`` picks liblinear's primal trust-region
+Newton solver when samples outnumber features; liblinear runs it one class at a time with
+matrix-vector products on its own sparse row format, ~30-40 s per fit at 17,600 x 1,024 with 29
+classes on 2 cores. The default ``solver="newton"`` here solves *the same strictly convex problem*
+for all one-vs-rest classes at once (:func:`fit_squared_hinge_ovr`): Newton steps from batched,
+preconditioned conjugate gradients whose Hessian-vector products are BLAS matrix-matrix products
+over all classes, followed by an exact line search. Because the optimum is unique, the answer is
+liblinear's up to both solvers' tolerances (``bench/linear_probe.py`` measures the agreement of the
+predictions and the speed-up in one run). ``solver="liblinear"`` runs scikit-learn's ``LinearSVC``
+itself (``dual='auto'``, ``random_state=seed``), the literal poster call, for cross-checks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from vlmprobe.errors import VlmprobeError
+
+PROTOCOL_NAME = "takeda2025-linear-svc"
+C_NUMERATOR = 100.0
+STD_DDOF = 0
+
+Solver = Literal["newton", "liblinear"]
+
+
+# --------------------------------------------------------------------------------------------
+# Standardization
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-feature mean and scale fitted on one fit's training rows (``StandardScaler`` semantics)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> Standardizer:
+        # float64 accumulators whatever the input dtype, like StandardScaler.
+        mean = x.mean(axis=0, dtype=np.float64)
+        var = x.var(axis=0, dtype=np.float64)
+        n = x.shape[0]
+        eps = np.finfo(np.float64).eps
+        # StandardScaler's near-constant rule (error bound of the two-pass variance): such
+        # features keep scale 1 instead of being blown up from rounding noise.
+        constant = var <= n * eps * var + (n * mean * eps) ** 2
+        scale = np.sqrt(var)
+        scale[constant] = 1.0
+        return cls(mean=mean, scale=scale)
+
+    def transform(self, x: np.ndarray, with_bias: bool = False) -> np.ndarray:
+        """Standardized float64 copy (liblinear and our solver both work in float64).
+
+        ``with_bias`` appends the constant intercept feature 1 (liblinear's ``bias`` with
+        ``intercept_scaling=1``) in the same allocation, so the solver needs no second copy.
+        """
+        d = x.shape[1]
+        out = np.empty((x.shape[0], d + 1 if with_bias else d), dtype=np.float64)
+        np.subtract(x, self.mean, out=out[:, :d], dtype=np.float64)
+        out[:, :d] /= self.scale
+        if with_bias:
+            out[:, d] = 1.0
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# The joint one-vs-rest squared-hinge solver
+
+
+@dataclass(frozen=True)
+class SolverResult:
+    coef: np.ndarray  # (n_outputs, d)
+    intercept: np.ndarray  # (n_outputs,)
+    newton_iterations: int
+    cg_iterations: int
+    converged: bool
+
+
+@dataclass(frozen=True)
+class SpectralPreconditioner:
+    """Eigen-decomposition of a reference Gram matrix ``X^T X``, ``X = [Z, 1]`` (bias column included).
+
+    The Newton system of class ``k`` is ``(I + 2C * Z_A^T Z_A) p = -g`` where ``A`` is the set of
+    rows inside the margin. ``Z_A^T Z_A`` is approximated by ``rho_k * n_fit / n_ref * G_ref`` with
+    ``rho_k`` the active fraction, which captures the large, shared eigenvalues of standardized
+    embeddings (strongly correlated features) that make plain CG slow. One decomposition of the
+    full training set's Gram serves all six fits: the fold fits' Grams differ from it by a row
+    subset and slightly different scaling, which only makes the preconditioner a little less exact,
+    never the answer less exact.
+    """
+
+    eigenvalues: np.ndarray  # (d+1,), per row of the reference data
+    eigenvectors: np.ndarray  # (d+1, d+1)
+
+    @classmethod
+    def from_design(cls, x: np.ndarray) -> SpectralPreconditioner:
+        eigenvalues, eigenvectors = np.linalg.eigh(x.T @ x)
+        # Per-row eigenvalues, so that a fit of any size rescales them by its own row count.
+        return cls(np.maximum(eigenvalues, 0.0) / x.shape[0], eigenvectors)
+
+    def solve(self, r: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        """Apply ``(I + diag-in-eigenbasis(shift_k * lambda))^{-1}`` to each column ``r[:, k]``."""
+        inverse = 1.0 / (1.0 + self.eigenvalues[:, None] * shift[None, :])
+        return self.eigenvectors @ (inverse * (self.eigenvectors.T @ r))
+
+
+def fit_squared_hinge_ovr(
+    x: np.ndarray,
+    targets: np.ndarray,
+    c: float,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+    preconditioner: SpectralPreconditioner | None = None,
+    cg_forcing: float = 0.1,
+    hessian_dtype: type = np.float64,
+) -> SolverResult:
+    """Minimize, for every column ``k`` of ``targets`` at once (one-vs-rest, classes independent),
+
+    ``0.5 * |w_k|^2 + c * sum_i max(0, 1 - t_ik * x_i . w_k)^2``,
+
+    i.e. liblinear's L2-regularized squared-hinge primal. ``x`` is the (n, d+1) float64 design
+    matrix whose last column is the constant 1 (so the last weight is the intercept, regularized
+    like the others: ``LinearSVC``'s problem with ``intercept_scaling=1``; see
+    ``Standardizer.transform(..., with_bias=True)``). ``targets`` holds +1/-1 per row and column.
+
+    Method: Newton's method on this differentiable, piecewise-quadratic, strongly convex objective
+    with the generalized Hessian ``I + 2c X_A^T X_A`` (``A`` the rows with margin
+    below 1), as liblinear's primal solver; but every class's conjugate-gradient iteration is one
+    column of the same two matrix products ``X @ V`` and ``X.T @ (mask * (X @ V))``, so BLAS
+    level 3 does the work. Each column stops on liblinear's primal criterion
+    ``|g_k| <= tol * max(min(#pos, #neg), 1) / n * |g_k(0)|``. The step length is found exactly
+    (safeguarded 1-D Newton on the piecewise quadratic along the direction).
+    """
+    n, d = x.shape[0], x.shape[1] - 1
+    x_h = x if hessian_dtype == np.float64 else x.astype(hessian_dtype)
+    t = np.ascontiguousarray(targets, dtype=np.float64)
+    k_out = t.shape[1]
+    w = np.zeros((d + 1, k_out))
+    margins = np.zeros((n, k_out))  # x @ w, kept in step with w
+
+    def gradient(w_cols, m_cols, t_cols):
+        active = t_cols * m_cols < 1.0
+        residual = np.where(active, m_cols - t_cols, 0.0)
+        return w_cols + 2.0 * c * (x.T @ residual), active
+
+    grad, active = gradient(w, margins, t)
+    positives = (t > 0).sum(axis=0)
+    minority = np.maximum(np.minimum(positives, n - positives), 1)
+    stop = tol * minority / n * np.linalg.norm(grad, axis=0)
+
+    cg_total = 0
+    max_cg = d + 1  # exact arithmetic needs at most d+1 CG steps
+    converged = False
+    for newton in range(max_iter + 1):
+        live = np.flatnonzero(np.linalg.norm(grad, axis=0) > stop)
+        converged = live.size == 0
+        if converged or newton == max_iter:
+            break
+        g = grad[:, live]
+        mask = active[:, live].astype(np.float64)
+        shift = 2.0 * c * n * mask.mean(axis=0)
+
+        def precondition(r, cols, _shift=shift):
+            return r if preconditioner is None else preconditioner.solve(r, _shift[cols])
+
+        # Batched preconditioned CG on H_k p_k = -g_k; a column leaves when its residual is small.
+        direction = np.zeros_like(g)
+        residual = -g
+        z_res = precondition(residual, slice(None))
+        search = z_res.copy()
+        rz = (residual * z_res).sum(axis=0)
+        cg_stop = cg_forcing * np.linalg.norm(g, axis=0)
+        for _ in range(max_cg):
+            cg_live = np.flatnonzero(np.linalg.norm(residual, axis=0) > cg_stop)
+            if cg_live.size == 0:
+                break
+            cg_total += 1
+            s = search[:, cg_live]
+            s_h = s.astype(x_h.dtype)
+            hs = s + 2.0 * c * (x_h.T @ (mask[:, cg_live].astype(x_h.dtype) * (x_h @ s_h)))
+            alpha = rz[cg_live] / (s * hs).sum(axis=0)
+            direction[:, cg_live] += alpha * s
+            residual[:, cg_live] -= alpha * hs
+            z_new = precondition(residual[:, cg_live], cg_live)
+            rz_new = (residual[:, cg_live] * z_new).sum(axis=0)
+            search[:, cg_live] = z_new + (rz_new / rz[cg_live]) * s
+            rz[cg_live] = rz_new
+
+        x_direction = x @ direction
+        step = _exact_line_search(w[:, live], margins[:, live], t[:, live], direction, x_direction, c)
+        w[:, live] += step * direction
+        margins[:, live] += step * x_direction
+        grad[:, live], active[:, live] = gradient(w[:, live], margins[:, live], t[:, live])
+
+    return SolverResult(
+        coef=np.ascontiguousarray(w[:d].T),
+        intercept=w[d].copy(),
+        newton_iterations=newton,
+        cg_iterations=cg_total,
+        converged=converged,
+    )
+
+
+def _exact_line_search(w, margins, t, direction, x_direction, c, max_steps: int = 30) -> np.ndarray:
+    """Per column, the step s > 0 minimizing f(w + s * direction): safeguarded Newton on f'(s).
+
+    Along a line f is convex, continuously differentiable and piecewise quadratic, so f' is
+    piecewise linear and increasing: Newton lands on the root within a few pieces, and a bracket
+    [lo, hi] with f'(lo) < 0 < f'(hi) falls back to bisection should it ever overshoot.
+    """
+    wp = (w * direction).sum(axis=0)
+    pp = (direction * direction).sum(axis=0)
+
+    def slope_and_curvature(s):
+        m = margins + s * x_direction
+        inside = t * m < 1.0
+        slope = wp + s * pp + 2.0 * c * np.where(inside, (m - t) * x_direction, 0.0).sum(axis=0)
+        curvature = pp + 2.0 * c * np.where(inside, x_direction * x_direction, 0.0).sum(axis=0)
+        return slope, curvature
+
+    slope0, _ = slope_and_curvature(np.zeros_like(wp))  # < 0: CG directions descend
+    s = np.ones_like(wp)  # the Newton step itself
+    lo = np.zeros_like(s)
+    hi = np.full_like(s, np.inf)
+    for _ in range(max_steps):
+        slope, curvature = slope_and_curvature(s)
+        if np.all(np.abs(slope) <= 1e-10 * np.abs(slope0)):
+            break
+        hi = np.where(slope > 0, np.minimum(hi, s), hi)
+        lo = np.where(slope < 0, np.maximum(lo, s), lo)
+        newton = s - slope / curvature
+        fallback = np.where(np.isfinite(hi), 0.5 * (lo + hi), 2.0 * s)
+        s_next = np.where((newton > lo) & (newton < hi), newton, fallback)
+        if np.array_equal(s_next, s):
+            break
+        s = s_next
+    return s
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks
+
+
+@dataclass(frozen=True)
+class _Problem:
+    x: np.ndarray
+    classes: list[str]
+    y: np.ndarray  # class index per row
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+    fold_of_train: np.ndarray  # fold per train row (aligned with train_rows)
+    n_folds: int
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _check_inputs(embeddings, labels, split, fold) -> _Problem:
+    x = np.asarray(embeddings)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise VlmprobeError(
+            f"Linear probe: embeddings must be a non-empty 2-D array (samples x features), got shape {x.shape}.",
+            "pass the embedding table's vectors stacked into one (n, d) array.",
+        )
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    n = x.shape[0]
+    for name, values in (("labels", labels), ("split", split), ("fold", fold)):
+        if len(values) != n:
+            raise VlmprobeError(
+                f"Linear probe: {len(values)} {name} for {n} embedding rows.",
+                "join the embedding table to the manifest on sample_id so every row has its label, split and fold.",
+            )
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise VlmprobeError(
+            f"Linear probe: {bad.size} embedding row(s) contain NaN or Inf (first: row {int(bad[0])}).",
+            "re-extract those embeddings (a failed or fp16-overflowing forward pass) before probing.",
+        )
+
+    label_array = np.asarray([str(v) for v in labels])
+    split_array = np.asarray([str(v) for v in split])
+    unknown = np.flatnonzero((split_array != "train") & (split_array != "test"))
+    if unknown.size:
+        raise VlmprobeError(
+            f"Linear probe: split {split_array[unknown[0]]!r} at row {int(unknown[0])} is neither 'train' nor 'test'.",
+            "use the manifest's split column unchanged.",
+        )
+    train_rows = np.flatnonzero(split_array == "train")
+    test_rows = np.flatnonzero(split_array == "test")
+    if test_rows.size == 0:
+        raise VlmprobeError("Linear probe: no row has split 'test'.", "rebuild the manifest with its 20 % hold-out.")
+
+    fold_of_train = np.empty(train_rows.size, dtype=np.int64)
+    for position, row in enumerate(train_rows):
+        value = fold[row]
+        if _is_missing(value) or float(value) != int(value) or int(value) < 0:
+            raise VlmprobeError(
+                f"Linear probe: training row {int(row)} has fold {value!r}; training rows need a fold number 0, 1, ...",
+                "use the manifest's fold column unchanged.",
+            )
+        fold_of_train[position] = int(value)
+    for row in test_rows:
+        if not _is_missing(fold[row]):
+            raise VlmprobeError(
+                f"Linear probe: test row {int(row)} has fold {fold[row]!r}; test rows must have no fold.",
+                "use the manifest's split and fold columns unchanged (a test row in a fold would leak).",
+            )
+    folds_present = np.unique(fold_of_train)
+    n_folds = int(folds_present.size)
+    if n_folds < 2 or not np.array_equal(folds_present, np.arange(n_folds)):
+        raise VlmprobeError(
+            f"Linear probe: training folds are {folds_present.tolist()}; need consecutive folds 0..k-1 with k >= 2.",
+            "rebuild the manifest so that every CV fold has rows.",
+        )
+
+    classes = sorted(set(label_array.tolist()))
+    if len(classes) < 2:
+        raise VlmprobeError(
+            f"Linear probe: only one class ({classes[0]!r}) in the labels; classification needs at least two.",
+            "probe a dataset with two or more classes.",
+        )
+    y = np.searchsorted(np.asarray(classes), label_array)
+    train_counts = np.bincount(y[train_rows], minlength=len(classes))
+    for index, count in enumerate(train_counts):
+        if count == 0:
+            raise VlmprobeError(
+                f"Linear probe: class {classes[index]!r} has no training sample (only test rows).",
+                "rebuild the manifest with a stratified split, or merge/drop that class.",
+            )
+        if count < n_folds:
+            raise VlmprobeError(
+                f"Linear probe: class {classes[index]!r} has {count} training sample(s), fewer than the {n_folds} folds.",
+                "add samples of that class, merge it via `label_map`, or drop it with `min_class_size`.",
+            )
+    for f in range(n_folds):
+        fit_counts = np.bincount(y[train_rows[fold_of_train != f]], minlength=len(classes))
+        missing = [classes[i] for i in np.flatnonzero(fit_counts == 0)]
+        if missing:
+            raise VlmprobeError(
+                f"Linear probe: the fit for fold {f} has no training sample of class(es) {missing}: "
+                "all of them sit in that one fold.",
+                "rebuild the manifest with stratified folds.",
+            )
+    return _Problem(x, classes, y, train_rows, test_rows, fold_of_train, n_folds)
+
+
+def _positive_index(classes: list[str], positive_label: str | None) -> int | None:
+    if len(classes) != 2:
+        if positive_label is not None:
+            raise VlmprobeError(
+                f"Linear probe: positive_label={positive_label!r} was given for a {len(classes)}-class dataset; "
+                "it only applies to 2-class datasets (multi-class F-score is macro F1).",
+                "drop positive_label for this dataset.",
+            )
+        return None
+    if positive_label is None:
+        return 1  # second label in sorted order, as sklearn's pos_label=1 after LabelEncoder
+    if str(positive_label) not in classes:
+        raise VlmprobeError(
+            f"Linear probe: positive_label {positive_label!r} is not one of the classes {classes}.",
+            "set positive_label to one of the dataset's class names.",
+        )
+    return classes.index(str(positive_label))
+
+
+# --------------------------------------------------------------------------------------------
+# The protocol
+
+
+def _scores(y_true: np.ndarray, y_pred: np.ndarray, positive: int | None) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    macro = float(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    if positive is None:
+        fscore = macro
+    else:
+        fscore = float(f1_score(y_true, y_pred, average="binary", pos_label=positive, zero_division=0))
+    return {"accuracy": float(accuracy_score(y_true, y_pred)), "fscore": fscore, "macro_f1": macro}
+
+
+def _predict(coef: np.ndarray, intercept: np.ndarray, z: np.ndarray) -> np.ndarray:
+    decision = z @ coef.T + intercept
+    if coef.shape[0] == 1:  # binary: positive side is class index 1 (sklearn: score > 0)
+        return (decision[:, 0] > 0).astype(np.int64)
+    return np.argmax(decision, axis=1)
+
+
+def _fit_one(
+    problem: _Problem,
+    fit_rows: np.ndarray,
+    eval_rows: dict[str, np.ndarray],
+    *,
+    solver: Solver,
+    tol: float,
+    max_iter: int,
+    seed: int,
+    preconditioner: SpectralPreconditioner | None,
+) -> dict[str, Any]:
+    n_fit = int(fit_rows.size)
+    c = C_NUMERATOR / n_fit
+    scaler = Standardizer.fit(problem.x[fit_rows])
+    y_fit = problem.y[fit_rows]
+    n_classes = len(problem.classes)
+    if solver == "newton":
+        if n_classes == 2:
+            targets = np.where(y_fit == 1, 1.0, -1.0)[:, None]
+        else:
+            targets = np.where(y_fit[:, None] == np.arange(n_classes)[None, :], 1.0, -1.0)
+        design = scaler.transform(problem.x[fit_rows], with_bias=True)
+        result = fit_squared_hinge_ovr(design, targets, c, tol=tol, max_iter=max_iter, preconditioner=preconditioner, cg_forcing=float(os.environ.get("CGF", 0.1)), hessian_dtype=np.dtype(os.environ.get("HD", "float64")).type)
+        del design
+        coef, intercept = result.coef, result.intercept
+        info = {
+            "newton_iterations": result.newton_iterations,
+            "cg_iterations": result.cg_iterations,
+            "converged": result.converged,
+        }
+    else:
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.svm import LinearSVC
+
+        model = LinearSVC(C=c, tol=tol, max_iter=max_iter, random_state=seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            model.fit(scaler.transform(problem.x[fit_rows]), y_fit)
+        coef, intercept = model.coef_, np.atleast_1d(model.intercept_)
+        info = {
+            "liblinear_iterations": int(np.max(model.n_iter_)),
+            "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught),
+        }
+    predictions = {name: _predict(coef, intercept, scaler.transform(problem.x[rows])) for name, rows in eval_rows.items()}
+    return {"n_fit": n_fit, "C": c, "solver_info": info, "predictions": predictions}
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _effective_n_jobs(n_jobs: int) -> int:
+    if n_jobs == -1:
+        return _available_cores()
+    if not isinstance(n_jobs, int) or n_jobs < 1:
+        raise VlmprobeError(f"Linear probe: n_jobs={n_jobs!r}.", "use a positive number of threads, or -1 for all cores.")
+    return n_jobs
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=np.float64)
+    return {"mean": float(array.mean()), "std": float(array.std(ddof=STD_DDOF))}
+
+
+def run_linear_probe(
+    embeddings: np.ndarray,
+    labels: Sequence[str],
+    split: Sequence[str],
+    fold: Sequence[int | None],
+    positive_label: str | None = None,
+    n_jobs: int = 1,
+    seed: int = 0,
+    *,
+    solver: Solver = "newton",
+    tol: float = 1e-4,
+    max_iter: int = 1000,
+) -> dict[str, Any]:
+    """Run the poster's LinearSVC protocol on one (dataset, model) embedding table.
+
+    Args:
+        embeddings: (n, d) float array, one row per sample (float32 is fine; fits use float64).
+        labels: one class name per row (compared as strings; classes are sorted).
+        split: 'train' / 'test' per row (the manifest's 20 % hold-out).
+        fold: CV fold 0..k-1 per training row, None (or NaN) per test row.
+        positive_label: the class whose F1 is "the F-score" of a 2-class dataset; None -> the second
+            class in sorted order. Must be None for multi-class data (F-score = macro F1).
+        n_jobs: the six fits run in this many threads (-1: one per core); both solvers release the
+            GIL (BLAS / liblinear). With n_jobs > 1 each fit's BLAS gets cores // n_jobs threads.
+        seed: liblinear's random_state (``solver="liblinear"``); the Newton solver is
+            deterministic and does not draw random numbers. Recorded either way.
+        solver: "newton" (joint one-vs-rest Newton-CG, fast) or "liblinear" (sklearn ``LinearSVC``
+            with ``dual='auto'``, the literal reference).
+        tol, max_iter: stopping tolerance (liblinear's primal criterion, ``LinearSVC``'s default
+            1e-4) and iteration cap (Newton iterations; liblinear's own for ``solver="liblinear"``).
+
+    Returns a JSON-serialisable dict: ``protocol`` (every parameter of the protocol), ``classes``,
+    sizes, ``folds`` (per fold: n_fit, C, CV validation and test scores, solver info), ``final``
+    (the all-training-rows model: n_fit, C, test scores), ``summary`` (mean/std over the fold
+    models of test and validation scores) and ``predictions`` (test row positions and each fit's
+    predicted class index on them, for agreement checks).
+
+    Raises VlmprobeError for malformed inputs: mismatched lengths, NaN/Inf embeddings, unknown
+    split values, missing/odd folds, fewer than 2 classes, a class without training samples or
+    with fewer training samples than folds, an unusable positive_label.
+    """
+    if solver not in ("newton", "liblinear"):
+        raise VlmprobeError(f"Linear probe: unknown solver {solver!r}.", "use 'newton' or 'liblinear'.")
+    problem = _check_inputs(embeddings, labels, split, fold)
+    positive = _positive_index(problem.classes, positive_label)
+
+    fits: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+    for f in range(problem.n_folds):
+        in_fold = problem.fold_of_train == f
+        fits.append((problem.train_rows[~in_fold], {"val": problem.train_rows[in_fold], "test": problem.test_rows}))
+    fits.append((problem.train_rows, {"test": problem.test_rows}))
+
+    preconditioner = None
+    if solver == "newton":
+        all_train = problem.x[problem.train_rows]
+        preconditioner = SpectralPreconditioner.from_design(Standardizer.fit(all_train).transform(all_train, with_bias=True))
+        del all_train
+
+    def run(fit):
+        return _fit_one(
+            problem,
+            *fit,
+            solver=solver,
+            tol=tol,
+            max_iter=max_iter,
+            seed=seed,
+            preconditioner=preconditioner,
+        )
+
+    n_jobs = _effective_n_jobs(n_jobs)
+    if n_jobs == 1:
+        outcomes = [run(fit) for fit in fits]
+    else:
+        from joblib import Parallel, delayed
+        from threadpoolctl import threadpool_limits
+
+        # Fits run in threads (BLAS and liblinear release the GIL); the cores are split between
+        # them rather than oversubscribed, which multi-threaded BLAS handles badly.
+        with threadpool_limits(limits=max(1, _available_cores() // n_jobs), user_api="blas"):
+            outcomes = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(run)(fit) for fit in fits)
+
+    y_test = problem.y[problem.test_rows]
+    fold_records = []
+    for f, outcome in enumerate(outcomes[:-1]):
+        y_val = problem.y[fits[f][1]["val"]]
+        fold_records.append(
+            {
+                "fold": f,
+                "n_fit": outcome["n_fit"],
+                "n_val": int(y_val.size),
+                "C": outcome["C"],
+                "val": _scores(y_val, outcome["predictions"]["val"], positive),
+                "test": _scores(y_test, outcome["predictions"]["test"], positive),
+                "solver_info": outcome["solver_info"],
+            }
+        )
+    final = outcomes[-1]
+    metrics = ("accuracy", "fscore", "macro_f1")
+    summary = {
+        part: {m: _mean_std([record[part][m] for record in fold_records]) for m in metrics} for part in ("test", "val")
+    }
+    protocol = {
+        "name": PROTOCOL_NAME,
+        "classifier": "LinearSVC problem: L2 penalty, squared hinge, one-vs-rest, intercept_scaling=1 (regularized)",
+        "solver": solver,
+        "C_rule": f"C = {C_NUMERATOR:g} / N_samples, N_samples = training rows of each fit",
+        "C_numerator": C_NUMERATOR,
+        "standardization": "per fit: mean/std (ddof=0) of that fit's training rows; near-constant features scale 1",
+        "loss": "squared_hinge",
+        "penalty": "l2",
+        "multi_class": "ovr",
+        "dual": "auto" if solver == "liblinear" else False,
+        "tol": tol,
+        "max_iter": max_iter,
+        "n_folds": problem.n_folds,
+        "fits": "one per CV fold (scored on its fold and the test set) + final on all training rows",
+        "fscore": "binary F1 of positive_label" if positive is not None else "macro F1",
+        "positive_label": problem.classes[positive] if positive is not None else None,
+        "positive_label_rule": "given" if positive_label is not None else "second class in sorted order",
+        "std_ddof": STD_DDOF,
+        "seed": seed,
+    }
+    return {
+        "protocol": protocol,
+        "classes": problem.classes,
+        "n_train": int(problem.train_rows.size),
+        "n_test": int(problem.test_rows.size),
+        "n_features": int(problem.x.shape[1]),
+        "train_class_counts": np.bincount(problem.y[problem.train_rows], minlength=len(problem.classes)).tolist(),
+        "folds": fold_records,
+        "final": {
+            "n_fit": final["n_fit"],
+            "C": final["C"],
+            "test": _scores(y_test, final["predictions"]["test"], positive),
+            "solver_info": final["solver_info"],
+        },
+        "summary": summary,
+        "predictions": {
+            "test_rows": problem.test_rows.tolist(),
+            "fold_models": [outcome["predictions"]["test"].tolist() for outcome in outcomes[:-1]],
+            "final_model": final["predictions"]["test"].tolist(),
+        },
+    }

@@ -1,0 +1,352 @@
+"""The multi-label study's linear probe (seeds ``000_*`` / ``001_*``): frozen embeddings -> per-label scores.
+
+Protocol, on one cached embedding table (no model is loaded):
+
+* **Features** are standardized (``StandardScaler``, fitted on the training rows of each fit only).
+* **Multi-label** data: one-vs-rest logistic regression, one binary classifier per label, each with
+  ``class_weight='balanced'`` (positives weigh ``n / (2 n_pos)``), so a rare label is not ignored.
+  **Multi-class** data: one multinomial (softmax / cross-entropy) logistic regression with balanced class
+  weights; the decision is the arg-max.
+* **Regularisation** ``C`` is chosen from a small grid by the manifest's cross-validation folds of the
+  training rows: each fold's model scores its held-out fold (out-of-fold predictions), and the ``C`` with
+  the best mean average precision over labels wins (threshold-free, robust to imbalance; ties -> the
+  smaller ``C``).
+* **Thresholds** (multi-label): for each label, the probability threshold that maximises F1 on the
+  out-of-fold predictions of the chosen ``C`` -- training folds only, the test split is never looked at.
+  ``threshold: <number>`` uses that fixed probability for every label instead.
+* The final model is refitted on all training rows and scores the test split.
+
+The fitted probe is saved as a *linear head on the raw embedding* (standardization folded into the
+weights), the same format as the fine-tuning head: see :func:`save_head` / :func:`load_head`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlmprobe.errors import VlmprobeError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_C_GRID = (0.01, 0.1, 1.0)
+MAX_ITER = 2000
+
+
+# ------------------------------------------------------------------------------------------------
+# Decisions
+# ------------------------------------------------------------------------------------------------
+
+
+def f1_optimal_thresholds(indicator: np.ndarray, scores: np.ndarray, fallback: float = 0.5) -> np.ndarray:
+    """Per label, the score threshold ``t`` (decide ``score >= t``) with the highest F1 on these samples.
+
+    Candidates are the observed scores (``precision_recall_curve``); among equal F1 the higher threshold
+    wins (fewer false positives). A label without positives gets ``fallback``.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    thresholds = np.full(indicator.shape[1], float(fallback))
+    for c in range(indicator.shape[1]):
+        y = indicator[:, c].astype(int)
+        if y.sum() == 0:
+            log.warning("label column %d has no positives where thresholds are tuned; using %.3f", c, fallback)
+            continue
+        precision, recall, candidates = precision_recall_curve(y, scores[:, c])
+        precision, recall = precision[:-1], recall[:-1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+        best = np.flatnonzero(f1 == f1.max())[-1]  # candidates ascend: the last maximum is the highest threshold
+        thresholds[c] = float(candidates[best])
+    return thresholds
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow warnings (tanh form)."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(logits, dtype=np.float64)))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, shifted by the row maximum for stability."""
+    shifted = np.asarray(logits, dtype=np.float64)
+    shifted = np.exp(shifted - shifted.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def apply_thresholds(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    return np.asarray(scores) >= np.asarray(thresholds)[None, :]
+
+
+def argmax_decisions(scores: np.ndarray) -> np.ndarray:
+    """One-hot decisions of the highest score per row (multi-class)."""
+    decided = np.zeros(scores.shape, dtype=bool)
+    decided[np.arange(len(scores)), np.argmax(scores, axis=1)] = True
+    return decided
+
+
+def mean_average_precision(indicator: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score
+
+    present = indicator.any(axis=0)
+    return float(average_precision_score(indicator[:, present].astype(int), scores[:, present], average="macro"))
+
+
+# ------------------------------------------------------------------------------------------------
+# The probe
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeResult:
+    test_scores: np.ndarray
+    """(n_test, C) probabilities: sigmoid per label (multi-label) or softmax (multi-class)."""
+    test_predicted: np.ndarray
+    thresholds: np.ndarray | None
+    """Per-label decision thresholds (multi-label), None for arg-max decisions."""
+    C: float
+    cv_average_precision: dict[float, float]
+    weight: np.ndarray
+    """(C, d) weights on the raw (unstandardized) embedding."""
+    bias: np.ndarray
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _estimator(C: float, multilabel: bool, seed: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    logistic = LogisticRegression(C=C, class_weight="balanced", max_iter=MAX_ITER, random_state=seed)
+    return make_pipeline(StandardScaler(), OneVsRestClassifier(logistic) if multilabel else logistic)
+
+
+def _target(indicator: np.ndarray, multilabel: bool) -> np.ndarray:
+    return indicator.astype(int) if multilabel else np.argmax(indicator, axis=1)
+
+
+def _raw_space_head(pipeline, multilabel: bool, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fold the scaler into the linear model: logits = x @ weight.T + bias on raw embeddings."""
+    scaler, model = pipeline[0], pipeline[-1]
+    if multilabel:
+        coef = np.vstack([estimator.coef_ for estimator in model.estimators_])
+        intercept = np.concatenate([estimator.intercept_ for estimator in model.estimators_])
+    else:
+        coef, intercept = model.coef_, model.intercept_
+        if coef.shape[0] == 1 and n_classes == 2:  # binary: one decision function for the second class
+            coef = np.vstack([-coef / 2, coef / 2])
+            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    weight = coef / scaler.scale_[None, :]
+    bias = intercept - weight @ scaler.mean_
+    return weight.astype(np.float64), bias.astype(np.float64)
+
+
+def fit_probe(
+    train_x: np.ndarray,
+    train_indicator: np.ndarray,
+    train_folds: Sequence[int],
+    test_x: np.ndarray,
+    multilabel: bool,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+    threshold: str | float = "tuned",
+    seed: int = 0,
+    n_jobs: int = 1,
+) -> ProbeResult:
+    """Choose C on the folds, tune thresholds on out-of-fold predictions, refit, score the test rows."""
+    from sklearn.model_selection import PredefinedSplit, cross_val_predict
+
+    folds = np.asarray(train_folds)
+    if len(np.unique(folds)) < 2:
+        raise VlmprobeError("The training rows of the manifest have fewer than two CV folds.", "rebuild the manifest with `split: n_folds: 5`.")
+    cv = PredefinedSplit(folds)
+    target = _target(train_indicator, multilabel)
+    out_of_fold: dict[float, np.ndarray] = {}
+    cv_ap: dict[float, float] = {}
+    for C in sorted(float(c) for c in c_grid):
+        out_of_fold[C] = cross_val_predict(_estimator(C, multilabel, seed), train_x, target, cv=cv, method="predict_proba", n_jobs=n_jobs)
+        cv_ap[C] = mean_average_precision(train_indicator, out_of_fold[C])
+        log.info("C=%g: out-of-fold mean average precision %.4f", C, cv_ap[C])
+    best_C = max(cv_ap, key=lambda c: (cv_ap[c], -c))
+    final = _estimator(best_C, multilabel, seed).fit(train_x, target)
+    test_scores = np.asarray(final.predict_proba(test_x), dtype=np.float64)
+    if multilabel:
+        if threshold == "tuned":
+            thresholds = f1_optimal_thresholds(train_indicator, out_of_fold[best_C])
+        else:
+            thresholds = np.full(train_indicator.shape[1], float(threshold))
+        predicted = apply_thresholds(test_scores, thresholds)
+    else:
+        thresholds = None
+        predicted = argmax_decisions(test_scores)
+    weight, bias = _raw_space_head(final, multilabel, train_indicator.shape[1])
+    return ProbeResult(
+        test_scores=test_scores,
+        test_predicted=predicted,
+        thresholds=thresholds,
+        C=best_C,
+        cv_average_precision=cv_ap,
+        weight=weight,
+        bias=bias,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Linear heads on raw embeddings: the linear probe's and the fine-tuning's, one format
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LinearHead:
+    """``logits = embedding @ weight.T + bias``; probabilities by sigmoid (multi-label) or softmax.
+
+    Stored as safetensors with tensors ``weight`` (C, d) float32, ``bias`` (C,) float32 and, for
+    multi-label heads, ``thresholds`` (C,) float32 (decide ``probability >= threshold``); the string
+    metadata holds ``classes`` (JSON list, the column order), ``multilabel`` ("true"/"false"),
+    ``activation`` ("sigmoid"/"softmax"), ``source`` ("linear_probe"/"finetune") and ``details`` (JSON).
+    :func:`vlmprobe.finetune.linear_layer` makes a ``torch.nn.Linear`` of it (kept there: this module runs in
+    the torch-free analysis environment).
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    classes: list[str]
+    multilabel: bool
+    thresholds: np.ndarray | None = None
+    source: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def logits(self, embeddings: np.ndarray) -> np.ndarray:
+        return np.asarray(embeddings, dtype=np.float64) @ self.weight.T.astype(np.float64) + self.bias.astype(np.float64)
+
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        logits = self.logits(embeddings)
+        return sigmoid(logits) if self.multilabel else softmax(logits)
+
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        if self.multilabel:
+            return apply_thresholds(probabilities, self.thresholds if self.thresholds is not None else np.full(len(self.classes), 0.5))
+        return argmax_decisions(probabilities)
+
+
+def save_head(path: str | Path, head: LinearHead) -> None:
+    from safetensors.numpy import save_file
+
+    from vlmprobe.io import atomic_path
+
+    tensors = {"weight": np.ascontiguousarray(head.weight, dtype=np.float32), "bias": np.ascontiguousarray(head.bias, dtype=np.float32)}
+    if head.thresholds is not None:
+        tensors["thresholds"] = np.ascontiguousarray(head.thresholds, dtype=np.float32)
+    metadata = {
+        "classes": json.dumps(list(head.classes)),
+        "multilabel": "true" if head.multilabel else "false",
+        "activation": "sigmoid" if head.multilabel else "softmax",
+        "source": head.source,
+        "details": json.dumps(head.details, sort_keys=True, default=str),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_head(path: str | Path) -> LinearHead:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise VlmprobeError(f"Head file {str(path)!r} does not exist.", "re-run the workflow (multilabel_lp or finetune) to create it.")
+    with safe_open(str(path), framework="numpy") as handle:
+        metadata = handle.metadata() or {}
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    return LinearHead(
+        weight=tensors["weight"],
+        bias=tensors["bias"],
+        thresholds=tensors.get("thresholds"),
+        classes=json.loads(metadata.get("classes", "[]")),
+        multilabel=metadata.get("multilabel") == "true",
+        source=metadata.get("source", ""),
+        details=json.loads(metadata.get("details", "{}")),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Files in, files out
+# ------------------------------------------------------------------------------------------------
+
+
+def run_probe_files(
+    manifest_path: str | Path,
+    embedding_path: str | Path,
+    expected_spec: dict[str, Any] | None,
+    predictions_path: str | Path,
+    head_path: str | Path,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+    threshold: str | float = "tuned",
+    n_jobs: int = 1,
+    identity: dict[str, Any] | None = None,
+) -> ProbeResult:
+    """The ``multilabel_lp`` job: manifest + cached embeddings -> test predictions and the probe's head."""
+    from vlmprobe.metrics import Predictions, indicator_matrix, write_predictions
+    from vlmprobe.store import aligned
+
+    started = time.perf_counter()
+    manifest, matrix, manifest_meta, _ = aligned(manifest_path, embedding_path, expected_spec)
+    classes = list(manifest_meta["classes"])
+    multilabel = bool(manifest_meta.get("multilabel"))
+    indicator = indicator_matrix(manifest["labels"].to_list(), classes)
+    is_test = np.asarray(manifest["split"].to_list()) == "test"
+    folds = manifest["fold"].to_numpy()
+    seed = int(manifest_meta.get("seed", 0))
+    result = fit_probe(
+        matrix[~is_test], indicator[~is_test], folds[~is_test].astype(int), matrix[is_test], multilabel, c_grid, threshold, seed, n_jobs
+    )
+    seconds = time.perf_counter() - started
+    log.info("linear probe: C=%g, %d test samples, %.1f s", result.C, int(is_test.sum()), seconds)
+    decision = (
+        {"rule": "argmax", "description": "the class of highest softmax probability"}
+        if not multilabel
+        else {
+            "rule": "per-label threshold" if threshold == "tuned" else "fixed threshold",
+            "description": "probability >= threshold; thresholds maximise F1 on out-of-fold predictions of the training folds"
+            if threshold == "tuned"
+            else f"probability >= {float(threshold)} for every label",
+            "thresholds": dict(zip(classes, map(float, result.thresholds), strict=True)),
+        }
+    )
+    details = {
+        "C": result.C,
+        "C_grid": sorted(float(c) for c in c_grid),
+        "cv_average_precision": {str(c): ap for c, ap in result.cv_average_precision.items()},
+        "classifier": "one-vs-rest logistic regression" if multilabel else "multinomial logistic regression",
+        "class_weight": "balanced",
+        "standardized": True,
+        "embedding_table": str(embedding_path),
+    }
+    write_predictions(
+        predictions_path,
+        Predictions(
+            sample_ids=[manifest["sample_id"][int(i)] for i in np.flatnonzero(is_test)],
+            scores=result.test_scores,
+            predicted=result.test_predicted,
+            classes=classes,
+            metadata={
+                **(identity or {}),
+                "setting": "lp",
+                "multilabel": multilabel,
+                "score_kind": "probability",
+                "decision": decision,
+                "wall_time_s": seconds,
+                "details": details,
+            },
+        ),
+    )
+    save_head(
+        head_path,
+        LinearHead(weight=result.weight, bias=result.bias, classes=classes, multilabel=multilabel, thresholds=result.thresholds, source="linear_probe", details={**(identity or {}), **details}),
+    )
+    return result

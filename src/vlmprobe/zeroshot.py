@@ -1,0 +1,210 @@
+"""Zero-shot classification with a model's text tower over cached image embeddings.
+
+For each class, prompts are made from templates (``"a chest X-ray showing {label}."``): each prompt is
+encoded by the text tower and L2-normalised, the prompts of a class are averaged and the mean is
+normalised again (CLIP's prompt ensembling). A sample's score for a class is the cosine similarity of
+its image embedding (from the cached table: the model's ``encode_image`` output) with that class
+embedding. Scores are threshold-free, so LRAP, coverage, ranking loss, ROC-AUC and AP do not depend on
+the decision rule below; F1, precision, recall and exact match do.
+
+Multi-label decision rules (``multilabel: zero_shot: rule``), with ``t`` the configured ``threshold``,
+``s`` the model's logit scale (``exp(logit_scale)``, ~100 for trained CLIPs) and ``b`` its logit bias
+(SigLIP models; 0 otherwise):
+
+* ``sigmoid`` (default, t = 0.5): decide ``sigmoid(s * cos + b) >= t`` for each label independently.
+  For CLIP-style models (``b = 0``) and ``t = 0.5`` this is ``cos >= 0``: contrastive training gives no
+  calibrated per-label probability, and image-text cosines of such models are nearly all positive, so
+  this rule predicts almost every label for every image -- the over-prediction the paper reports
+  (exact match 0). ``predicted_labels_per_sample`` in the metrics makes it visible.
+* ``softmax``: ``p = softmax(s * cos)`` over the labels; decide ``p >= t`` (e.g. ``t = 1 / n_labels``:
+  labels above a uniform share), the top label always included.
+* ``top1``: the single best label.
+* ``cosine``: ``cos >= t`` directly.
+
+Multi-class data always take the arg-max. Models without a text tower (every family but open_clip)
+have no zero-shot setting; the workflow skips them and the summary names the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlmprobe.errors import VlmprobeError
+
+log = logging.getLogger(__name__)
+
+TEXT_FAMILIES = frozenset({"open_clip"})
+"""Model families whose encoders have a text tower."""
+
+RULES = ("sigmoid", "softmax", "top1", "cosine")
+DEFAULT_TEMPLATES = (
+    "a medical image showing {label}.",
+    "an image of {label}.",
+    "{label}.",
+)
+NO_TEXT_TOWER = "no text tower (only open_clip models can classify zero-shot)"
+
+
+def supports_zero_shot(spec: Mapping[str, Any]) -> bool:
+    """Known from the config alone, so the workflow can skip a model before any job runs."""
+    return spec.get("family") in TEXT_FAMILIES
+
+
+def label_phrase(label: str, label_text: Mapping[str, str] | None = None) -> str:
+    if label_text and label in label_text:
+        return str(label_text[label])
+    return label.replace("_", " ")
+
+
+def render_prompts(classes: Sequence[str], templates: Sequence[str], label_text: Mapping[str, str] | None = None, where: str = "templates") -> list[list[str]]:
+    """Prompts per class: every template with ``{label}`` replaced by the class's phrase."""
+    if not templates:
+        raise VlmprobeError(f"Zero-shot {where} is empty.", "give at least one template such as 'a chest X-ray showing {label}.'.")
+    missing = [template for template in templates if "{label}" not in template]
+    if missing:
+        raise VlmprobeError(f"Zero-shot template(s) {missing} in {where} have no '{{label}}' placeholder.", "write '{label}' where the class name goes.")
+    unknown = sorted(set(label_text or {}) - set(classes))
+    if unknown:
+        raise VlmprobeError(f"Zero-shot label_text of {where} names label(s) {unknown} that the dataset does not have.", f"use only these labels: {list(classes)}.")
+    return [[template.replace("{label}", label_phrase(name, label_text)) for template in templates] for name in classes]
+
+
+def _normalise(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float64)
+    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
+    return matrix / np.where(norms > 0, norms, 1.0)
+
+
+def class_text_embeddings(encode_text: Callable[[list[str]], np.ndarray], prompts: Sequence[Sequence[str]]) -> np.ndarray:
+    """(C, d) unit vectors: the normalised mean of each class's normalised prompt embeddings."""
+    flat = [prompt for group in prompts for prompt in group]
+    encoded = _normalise(encode_text(flat))
+    out, start = [], 0
+    for group in prompts:
+        out.append(encoded[start : start + len(group)].mean(axis=0))
+        start += len(group)
+    return _normalise(np.stack(out))
+
+
+def cosine_scores(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
+    if image_embeddings.shape[1] != text_embeddings.shape[1]:
+        raise VlmprobeError(
+            f"Image embeddings are {image_embeddings.shape[1]}-D but the text tower gives {text_embeddings.shape[1]}-D.",
+            "the embedding table must come from the same open_clip model; delete it and re-run.",
+        )
+    return _normalise(image_embeddings) @ _normalise(text_embeddings).T
+
+
+def decide(cosines: np.ndarray, multilabel: bool, rule: str = "sigmoid", threshold: float = 0.5, logit_scale: float = 100.0, logit_bias: float = 0.0) -> np.ndarray:
+    """0/1 decisions from cosine similarities (see the module docstring for the rules)."""
+    from vlmprobe.probes.multilabel import sigmoid, softmax
+
+    top = np.zeros(cosines.shape, dtype=bool)
+    top[np.arange(len(cosines)), np.argmax(cosines, axis=1)] = True
+    if not multilabel or rule == "top1":
+        return top
+    if rule == "sigmoid":
+        return sigmoid(logit_scale * cosines + logit_bias) >= threshold
+    if rule == "softmax":
+        return (softmax(logit_scale * cosines) >= threshold) | top
+    if rule == "cosine":
+        return cosines >= threshold
+    raise VlmprobeError(f"Unknown zero-shot rule {rule!r}.", f"set `multilabel: zero_shot: rule:` to one of {list(RULES)}.")
+
+
+def describe_rule(rule: str, threshold: float, multilabel: bool, logit_scale: float, logit_bias: float) -> str:
+    if not multilabel:
+        return "argmax of cosine similarity (multi-class)"
+    return {
+        "sigmoid": f"sigmoid({logit_scale:.4g} * cosine + {logit_bias:.4g}) >= {threshold} per label",
+        "softmax": f"softmax({logit_scale:.4g} * cosine) over labels >= {threshold}, top label always",
+        "top1": "the single label of highest cosine similarity",
+        "cosine": f"cosine >= {threshold} per label",
+    }[rule]
+
+
+def run_zero_shot_files(
+    manifest_path: str | Path,
+    embedding_path: str | Path,
+    model_id: str,
+    spec: dict[str, Any],
+    predictions_path: str | Path,
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    label_text: Mapping[str, str] | None = None,
+    rule: str = "sigmoid",
+    threshold: float = 0.5,
+    device: str = "cpu",
+    identity: dict[str, Any] | None = None,
+) -> None:
+    """The ``zero_shot`` job: class prompts through the text tower, scored against the cached image embeddings.
+
+    Only the text tower runs (a few prompts per class); the images were embedded once by the embed job.
+    """
+    import torch
+
+    from vlmprobe.metrics import Predictions, write_predictions
+    from vlmprobe.models import load_encoder
+    from vlmprobe.store import aligned
+
+    if rule not in RULES:
+        raise VlmprobeError(f"Unknown zero-shot rule {rule!r}.", f"set `multilabel: zero_shot: rule:` to one of {list(RULES)}.")
+    started = time.perf_counter()
+    manifest, matrix, manifest_meta, _ = aligned(manifest_path, embedding_path, spec)
+    classes = list(manifest_meta["classes"])
+    multilabel = bool(manifest_meta.get("multilabel"))
+    prompts = render_prompts(classes, templates, label_text, where=f"the templates of dataset {manifest_meta.get('dataset')!r}")
+    encoder = load_encoder(model_id, spec, device)
+    if not encoder.has_text_tower:
+        raise VlmprobeError(f"Model {model_id!r} has {NO_TEXT_TOWER}.", "leave it out of the zero-shot setting.")
+    clip = encoder.extras.get("open_clip_model")
+    logit_scale = float(clip.logit_scale.exp().item()) if clip is not None and hasattr(clip, "logit_scale") else 100.0
+    bias = getattr(clip, "logit_bias", None)
+    logit_bias = float(bias.item()) if bias is not None else 0.0
+
+    def encode(texts: list[str]) -> np.ndarray:
+        with torch.inference_mode():
+            return encoder.encode_text(texts).float().cpu().numpy()
+
+    text = class_text_embeddings(encode, prompts)
+    is_test = np.asarray(manifest["split"].to_list()) == "test"
+    cosines = cosine_scores(matrix[is_test], text)
+    predicted = decide(cosines, multilabel, rule, threshold, logit_scale, logit_bias)
+    seconds = time.perf_counter() - started
+    log.info(
+        "zero-shot %s: %d prompts, %d test samples, %.2f labels predicted per sample (true %.2f), %.1f s",
+        model_id, sum(map(len, prompts)), int(is_test.sum()), predicted.sum(axis=1).mean(), manifest.filter(is_test)["labels"].list.len().mean(), seconds,
+    )  # fmt: skip
+    write_predictions(
+        predictions_path,
+        Predictions(
+            sample_ids=[manifest["sample_id"][int(i)] for i in np.flatnonzero(is_test)],
+            scores=cosines,
+            predicted=predicted,
+            classes=classes,
+            metadata={
+                **(identity or {}),
+                "setting": "zs",
+                "multilabel": multilabel,
+                "score_kind": "cosine similarity",
+                "decision": {
+                    "rule": rule if multilabel else "argmax",
+                    "threshold": float(threshold) if multilabel and rule != "top1" else None,
+                    "description": describe_rule(rule, threshold, multilabel, logit_scale, logit_bias),
+                },
+                "wall_time_s": seconds,
+                "details": {
+                    "prompts": dict(zip(classes, prompts, strict=True)),
+                    "logit_scale": logit_scale,
+                    "logit_bias": logit_bias,
+                    "text_embeddings": text.tolist(),
+                    "embedding_table": str(embedding_path),
+                },
+            },
+        ),
+    )

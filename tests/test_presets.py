@@ -1,0 +1,173 @@
+"""The study presets: valid configs whose model names resolve offline, whose datasets build manifests from
+fabricated miniatures of their real layouts, whose sample counts match the papers where an adapter knows
+them, and whose DAG builds (``snakemake -n``) with the miniatures in place of the real roots."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+import miniatures
+from conftest import REPO
+from vlmprobe.datasets import kind_module, make_manifest
+from vlmprobe.datasets.manifest import read_manifest
+from vlmprobe.errors import VlmprobeError
+from vlmprobe.models import check_spec
+from vlmprobe.reference_compare import reference_table
+
+STUDIES = REPO / "config" / "studies"
+PRESETS = ("takeda2025", "sadman2025")
+AUTHORS_CODE_MODELS = {"conch", "cxr-clip", "flair", "llava-med", "llava-med-plus"}
+BRAIN_CLASSES = ["glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"]
+
+
+def preset(name: str) -> dict:
+    return yaml.safe_load((STUDIES / f"{name}.yaml").read_text())
+
+
+def build_miniatures(workdir: Path) -> None:
+    """Every preset dataset, fabricated at the path its preset names under data/."""
+    data = workdir / "data"
+    miniatures.image_folder(data / "brain-tumor-classification-mri" / "Training", BRAIN_CLASSES, suffix=".jpg")
+    miniatures.image_folder(data / "sars-cov-2-ct-scan", ["COVID", "non-COVID"])
+    miniatures.pneumoniamnist(data / "medmnist" / "pneumoniamnist.npz")
+    miniatures.busi(data / "Dataset_BUSI_with_GT")
+    miniatures.breakhis(data / "BreaKHis_v1")
+    miniatures.hicervix(data / "HiCervix")
+    miniatures.deepdrid(data / "DeepDRiD")
+    miniatures.isic2019(data / "ISIC2019")
+    miniatures.iu_xray(data / "iu-xray", copies=7)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("presets")
+    build_miniatures(path)
+    return path
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_is_a_valid_config(name):
+    from snakemake.utils import validate
+
+    config = preset(name)
+    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    assert config["split"] == {"test_fraction": 0.2, "n_folds": 5}
+
+
+def active_models():
+    return [(name, model_id, spec) for name in PRESETS for model_id, spec in preset(name)["models"].items()]
+
+
+@pytest.mark.parametrize("name, model_id, spec", active_models(), ids=[f"{n}-{m}" for n, m, _ in active_models()])
+def test_every_active_model_resolves_offline(name, model_id, spec):
+    check_spec(model_id, spec)  # registry name, pretrained tag, hub repository + architecture: no network
+
+
+def typo(spec: dict) -> dict:
+    """The same spec with one character of its name (or pretrained tag) changed."""
+    broken = copy.deepcopy(spec)
+    key = "pretrained" if isinstance(spec.get("pretrained"), str) else "name"
+    broken[key] = broken[key][:-1] + ("X" if broken[key][-1] != "X" else "Y")
+    return broken
+
+
+@pytest.mark.parametrize("model_id", list(preset("takeda2025")["models"]))
+def test_a_typo_in_any_model_fails_offline(model_id):
+    with pytest.raises(VlmprobeError):
+        check_spec(model_id, typo(preset("takeda2025")["models"][model_id]))
+
+
+def test_every_poster_model_is_active_or_listed_commented_out():
+    config = preset("takeda2025")
+    mapped = config["reference"]["linear_probe"]["models"]
+    reference = reference_table("takeda2025_linear_svm")
+    assert {(v["model"], v["backbone"]) for v in mapped.values()} == set(zip(reference["model"], reference["backbone"]))
+    assert set(mapped) - set(config["models"]) == AUTHORS_CODE_MODELS
+    text = (STUDIES / "takeda2025.yaml").read_text()
+    for model_id in AUTHORS_CODE_MODELS:
+        assert re.search(rf"^  # {re.escape(model_id)}: #", text, flags=re.MULTILINE), model_id
+    assert set(config["reference"]["linear_probe"]["datasets"]) == set(config["datasets"])
+
+
+def test_preset_sample_counts_match_the_poster_where_the_adapter_knows_them():
+    config = preset("takeda2025")
+    reference = reference_table("takeda2025_linear_svm")
+    poster_n = dict(zip(reference["dataset"], reference["n_samples"]))
+    known = {}
+    for dataset_id, spec in config["datasets"].items():
+        count = getattr(kind_module(dataset_id, spec), "expected_count", lambda spec: None)(spec)
+        if count is not None:
+            known[dataset_id] = count
+            assert count == poster_n[config["reference"]["linear_probe"]["datasets"][dataset_id]], dataset_id
+    # imagefolder (BrainMR, SARS-COV-2 CT) and HiCervix's tables cannot know the download's size
+    assert set(known) == {"pneumoniamnist", "breastus", "breakhis", "deepdr", "isic2019"}
+
+
+EXPECTED_CLASSES = {
+    # preset dataset -> classes of the miniature, which has every class of the real layout
+    "brainmr": 4, "sars-cov-2-ct": 2, "pneumoniamnist": 2, "breastus": 3, "breakhis": 2, "hicervix": 29, "deepdr": 5,
+    "isic2019": 8,  # the poster counts 9 (UNK is a column without samples)
+}
+
+
+@pytest.mark.parametrize("dataset_id", list(EXPECTED_CLASSES))
+def test_takeda_datasets_build_manifests_from_their_real_layouts(workdir, dataset_id):
+    spec = preset("takeda2025")["datasets"][dataset_id]
+    out = workdir / "results" / "manifests" / f"{dataset_id}.parquet"
+    make_manifest(dataset_id, spec, 0, 0.2, 5, out, workdir / "results" / "datasets" / dataset_id, workdir)
+    table, provenance = read_manifest(out)
+    assert len(provenance["classes"]) == EXPECTED_CLASSES[dataset_id]
+    poster = reference_table("takeda2025_linear_svm").filter(pl.col("dataset") == preset("takeda2025")["reference"]["linear_probe"]["datasets"][dataset_id])
+    if dataset_id != "isic2019":
+        assert len(provenance["classes"]) == poster["n_classes"][0]
+    if spec.get("positive_label"):
+        assert spec["positive_label"] in provenance["classes"]
+    assert set(table.column("split").to_pylist()) == {"train", "test"}
+
+
+def test_sadman_dataset_builds_a_multilabel_manifest_with_statistics(workdir):
+    spec = preset("sadman2025")["datasets"]["iu-xray"]
+    out = workdir / "results" / "manifests" / "iu-xray.parquet"
+    make_manifest("iu-xray", {**spec, "min_label_count": 15}, 0, 0.2, 5, out, workdir / "results" / "datasets" / "iu-xray", workdir)
+    _, provenance = read_manifest(out)
+    assert provenance["multilabel"] and "normal" in provenance["classes"] and "other" in provenance["classes"]
+    assert (workdir / "results" / "datasets" / "iu-xray" / "label_stats.json").is_file()
+
+
+def dry_run(workdir: Path, name: str) -> str:
+    command = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(STUDIES / f"{name}.yaml"), "--cores", "2", "--dry-run",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=workdir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def job_counts(text: str) -> dict[str, int]:
+    table = text.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, flags=re.MULTILINE)}
+
+
+def test_takeda_preset_dag_builds(workdir):
+    counts = job_counts(dry_run(workdir, "takeda2025"))
+    config = preset("takeda2025")
+    n_datasets, n_models = len(config["datasets"]), len(config["models"])
+    assert counts["embed"] == n_datasets * n_models == 88
+    assert counts["check_model"] == n_models
+    assert counts["linear_probe"] == 88
+    assert counts["reference_linear_probe"] == 1 and counts["summary_linear_probe"] == 1
+
+
+def test_sadman_preset_dag_builds(workdir):
+    counts = job_counts(dry_run(workdir, "sadman2025"))
+    assert counts["embed"] == 1 and counts["reference_multilabel"] == 1
+    assert "linear_probe" not in counts  # IU-Xray is multi-label: the seed-002 probe does not apply

@@ -1,0 +1,147 @@
+"""Our tables beside the published ones: difference per cell, 'not run' rows, the Markdown rendering."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+
+from vlmprobe.errors import VlmprobeError
+from vlmprobe.reference_compare import (
+    COMPARED,
+    NO_RESULT,
+    NOT_IN_PRESET_BOTH,
+    NOT_IN_PRESET_DATASET,
+    NOT_IN_PRESET_MODEL,
+    OURS_ONLY,
+    compare_linear_probe,
+    compare_settings,
+    duplicated_datasets,
+    reference_table,
+    write_linear_probe_comparison,
+    write_settings_comparison,
+)
+from vlmprobe.summary import LINEAR_PROBE_COLUMNS
+
+DATASETS = {"brainmr": "BrainMR", "busi": "BreastUS", "isic": "ISIC2019"}
+MODELS = {"clip-b16": {"model": "CLIP", "backbone": "ViT-B/16"}, "vgg": {"model": "VGG16", "backbone": "VGG16"}, "uni": {"model": "UNI", "backbone": "ViT-B/16"}}
+
+
+def ours_fixture() -> pl.DataFrame:
+    rows = [
+        # dataset, model, n, classes, acc, acc_std, f, f_std, f1 macro, std
+        ("brainmr", "clip-b16", 2870, 4, 0.931, 0.004, 0.928, 0.005, 0.928, 0.005),  # paper 92 ± 0.7 / 92 ± 0.7
+        ("brainmr", "vgg", 2870, 4, 0.771, 0.010, 0.769, 0.012, 0.769, 0.012),  # paper 83 ± 1.1: 6 points below
+        ("busi", "clip-b16", 780, 3, 0.845, 0.012, 0.83, 0.015, 0.83, 0.015),
+        ("brainmr", "pixels", 2870, 4, 0.60, 0.01, 0.59, 0.01, 0.59, 0.01),  # not a paper model
+    ]
+    return pl.DataFrame(rows, schema=LINEAR_PROBE_COLUMNS, orient="row")
+
+
+@pytest.fixture(scope="module")
+def takeda() -> pl.DataFrame:
+    return reference_table("takeda2025_linear_svm")
+
+
+def test_every_paper_row_is_kept_and_cells_are_differenced(takeda):
+    preset_models = ["clip-b16", "vgg", "pixels"]  # uni mapped but not run by this preset
+    comparison = compare_linear_probe(ours_fixture(), takeda, DATASETS, MODELS, ["brainmr", "busi"], preset_models)
+    paper = comparison.filter(pl.col("status") != OURS_ONLY)
+    assert paper.height == takeda.height == 128  # 16 models x 8 datasets, none vanished
+    row = comparison.filter((pl.col("model") == "CLIP") & (pl.col("backbone") == "ViT-B/16") & (pl.col("dataset") == "BrainMR")).row(0, named=True)
+    assert row["status"] == COMPARED and row["model_id"] == "clip-b16" and row["dataset_id"] == "brainmr"
+    assert math.isclose(row["accuracy_ours"], 93.1) and row["accuracy_paper"] == 92 and math.isclose(row["accuracy_diff"], 1.1)
+    assert row["accuracy_differs"] is False  # within 2 x sqrt(0.7^2 + 0.4^2) = 1.6 pp
+    vgg = comparison.filter((pl.col("model") == "VGG16") & (pl.col("dataset") == "BrainMR")).row(0, named=True)
+    assert math.isclose(vgg["accuracy_diff"], -5.9) and vgg["accuracy_differs"] is True
+    status = {(r["model"], r["backbone"], r["dataset"]): r["status"] for r in comparison.iter_rows(named=True)}
+    assert status[("UNI", "ViT-B/16", "BrainMR")] == NOT_IN_PRESET_MODEL
+    assert status[("CLIP", "ViT-B/16", "HiCervix")] == NOT_IN_PRESET_DATASET
+    assert status[("CONCH", "ViT (CoCa based)", "HiCervix")] == NOT_IN_PRESET_BOTH
+    assert status[("VGG16", "VGG16", "BreastUS")] == NO_RESULT  # both in the preset, no summary row
+    assert status[("CLIP", "ViT-B/16", "ISIC2019")] == NOT_IN_PRESET_DATASET  # mapped, but not a dataset of this preset
+    extra = comparison.filter(pl.col("status") == OURS_ONLY).row(0, named=True)
+    assert extra["model"] == "pixels" and extra["group"] == "(not in the paper)" and extra["dataset"] == "BrainMR"
+    assert math.isclose(extra["accuracy_ours"], 60.0) and extra["accuracy_paper"] is None
+
+
+def test_mapping_typos_fail_with_the_table_names(takeda):
+    with pytest.raises(VlmprobeError, match=r"dataset\(s\) \['BrainMRI'\].*BrainMR"):
+        compare_linear_probe(ours_fixture(), takeda, {**DATASETS, "brainmr": "BrainMRI"}, MODELS, [], [])
+    with pytest.raises(VlmprobeError, match="ViT-B-16"):
+        compare_linear_probe(ours_fixture(), takeda, DATASETS, {"clip-b16": {"model": "CLIP", "backbone": "ViT-B-16"}}, [], [])
+    with pytest.raises(VlmprobeError, match="shipped tables"):
+        reference_table("takeda2024")
+
+
+def test_the_posters_copied_columns_are_detected(takeda):
+    assert duplicated_datasets(takeda) == {"BreastUS": ("BrainMR", 15, 16)}  # all but FLAIR
+
+
+def test_markdown_and_csv_rendering(tmp_path):
+    ours_path = tmp_path / "linear_probe.parquet"
+    ours_fixture().write_parquet(ours_path)
+    block = {"table": "takeda2025_linear_svm", "datasets": DATASETS, "models": MODELS}
+    comparison = write_linear_probe_comparison(ours_path, block, ["brainmr", "busi"], ["clip-b16", "vgg", "pixels"], tmp_path / "c.csv", tmp_path / "c.md")
+    assert pl.read_csv(tmp_path / "c.csv").height == comparison.height == 129
+    text = (tmp_path / "c.md").read_text()
+    assert "Compared: 3 of 128 paper cells" in text
+    assert "| VGG16 | VGG16 | 77.1 ± 1.0 | 83 ± 1.1 | **-5.9** |" in text
+    assert "| CLIP | ViT-B/16 | 93.1 ± 0.4 | 92 ± 0.7 | +1.1 |" in text
+    assert "| UNI | ViT-B/16 | — | 93 ± 0.3 | — | — | 93 ± 0.3 | — | not run: model not in the preset |" in text
+    assert "equal its BrainMR numbers for 15 of 16 models: likely a copy error" in text
+    assert "## HiCervix" in text and "n: paper 28,160, ours —" in text
+    assert "## BrainMR\n\nn: paper 2,870, ours 2,870; classes: paper 4, ours 4.\n\n| Model |" in text
+    assert "| pixels |  | 60.0 ± 1.0 | — | — |" in text
+
+
+def test_sample_count_mismatch_is_called_out(tmp_path, takeda):
+    ours = ours_fixture().with_columns(pl.when(pl.col("dataset") == "busi").then(781).otherwise(pl.col("n_samples")).alias("n_samples"))
+    path = tmp_path / "ours.csv"
+    ours.write_csv(path)
+    write_linear_probe_comparison(path, {"table": "takeda2025_linear_svm", "datasets": DATASETS, "models": MODELS}, ["brainmr", "busi"], ["clip-b16"], tmp_path / "c.csv", tmp_path / "c.md")
+    assert "n: paper 780, ours 781 — **n differs by +1**" in (tmp_path / "c.md").read_text()
+
+
+METRICS = {"f1": "f1_macro", "exact_match": "exact_match", "lrap": "lrap", "ratio": "distance_ratio"}
+
+
+def test_settings_comparison_keeps_unrun_settings(tmp_path):
+    ours = pl.DataFrame(
+        {
+            "dataset": ["iu", "iu", "iu", "other"],
+            "model": ["bm", "bm", "bm", "bm"],
+            "setting": ["zs", "lp", "lp-balanced", "ft"],
+            "status": ["ok", "ok", "ok", "ok"],
+            "reason": [None, None, None, None],
+            "f1_macro": [0.12, 0.2, 0.25, 0.9],
+            "exact_match": [0.0, 0.15, 0.1, 0.9],
+            "lrap": [0.3, 0.7, 0.72, 0.9],
+            "distance_ratio": [1.5, 1.5, 1.5, 9.0],
+        }
+    )
+    path = tmp_path / "ml.parquet"
+    ours.write_parquet(path)
+    block = {"table": "sadman2025_iuxray", "ours": "summary_multilabel", "dataset": "iu", "model": "bm", "metrics": METRICS}
+    comparison = write_settings_comparison(path, block, tmp_path / "m.csv", tmp_path / "m.md")
+    by = {(r["setting"], r["metric"]): r for r in comparison.iter_rows(named=True)}
+    assert math.isclose(by[("zs", "f1")]["diff"], 0.12 - 0.105) and by[("zs", "f1")]["status"] == COMPARED
+    assert by[("ft", "lrap")]["status"] == NO_RESULT and by[("ft", "lrap")]["ours"] is None  # the "other" dataset's ft row is filtered out
+    assert by[("lp-balanced", "f1")]["status"] == OURS_ONLY
+    assert comparison.height == 4 * 4
+    text = (tmp_path / "m.md").read_text()
+    assert "| zs | f1 / f1_macro | 0.120 | 0.105 | +0.015 | compared |" in text
+    nothing = write_settings_comparison(None, block, tmp_path / "n.csv", tmp_path / "n.md", missing_reason="not run: the workflow has no 'summary_multilabel' summary")
+    assert nothing.height == 12 and set(nothing["status"]) == {"not run: the workflow has no 'summary_multilabel' summary"}
+    skipped = ours.with_columns(
+        pl.when(pl.col("setting") == "lp").then(pl.lit("skipped")).otherwise(pl.col("status")).alias("status"),
+        pl.when(pl.col("setting") == "lp").then(pl.lit("no text tower for zero-shot")).otherwise(pl.col("reason")).alias("reason"),
+    ).filter(pl.col("dataset") == "iu")
+    marked = compare_settings(skipped, reference_table("sadman2025_iuxray"), METRICS)
+    assert set(marked.filter(pl.col("setting") == "lp")["status"]) == {"not run: no text tower for zero-shot"}
+    assert marked.filter(pl.col("setting") == "lp")["ours"].null_count() == 4
+    with pytest.raises(VlmprobeError, match="no column"):
+        compare_settings(ours, reference_table("sadman2025_iuxray"), {"f1": "f1_samples"})
+    with pytest.raises(VlmprobeError, match="reference table has not"):
+        compare_settings(ours, reference_table("sadman2025_iuxray"), {"auc": "auc"})
