@@ -29,6 +29,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/multilabel.smk"
+include: "workflow/rules/heatmap.smk"
 include: "workflow/rules/aggregate.smk"
 
 

@@ -196,8 +196,13 @@ def third_party_imports(script: Path) -> dict[str, list[str]]:
 
 
 @cache
+def module_distributions() -> dict[str, list[str]]:
+    """Top-level module -> the installed distributions that provide it (one scan of site-packages)."""
+    return importlib.metadata.packages_distributions()
+
+
 def distributions_of(module: str) -> list[str]:
-    return [canonicalize_name(d) for d in importlib.metadata.packages_distributions().get(module, [])]
+    return [canonicalize_name(d) for d in module_distributions().get(module, [])]
 
 
 # -- tests ---------------------------------------------------------------------------------------------

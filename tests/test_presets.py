@@ -142,14 +142,22 @@ def test_sadman_dataset_builds_a_multilabel_manifest_with_statistics(workdir):
     assert (workdir / "results" / "datasets" / "iu-xray" / "label_stats.json").is_file()
 
 
-def dry_run(workdir: Path, name: str) -> str:
-    command = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-        "--configfile", str(STUDIES / f"{name}.yaml"), "--cores", "2", "--dry-run",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=workdir)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout + result.stderr
+@pytest.fixture(scope="module")
+def dry_runs(workdir) -> dict[str, str]:
+    """``snakemake --dry-run`` of both presets, started together (each is mostly interpreter start-up)."""
+    processes = {}
+    for name in PRESETS:
+        command = [
+            sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(STUDIES / f"{name}.yaml"), "--cores", "2", "--dry-run",
+        ]
+        processes[name] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir)
+    outputs = {}
+    for name, process in processes.items():
+        text, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, f"{name}:\n{text[-5000:]}"
+        outputs[name] = text
+    return outputs
 
 
 def job_counts(text: str) -> dict[str, int]:
@@ -157,8 +165,8 @@ def job_counts(text: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, flags=re.MULTILINE)}
 
 
-def test_takeda_preset_dag_builds(workdir):
-    counts = job_counts(dry_run(workdir, "takeda2025"))
+def test_takeda_preset_dag_builds(dry_runs):
+    counts = job_counts(dry_runs["takeda2025"])
     config = preset("takeda2025")
     n_datasets, n_models = len(config["datasets"]), len(config["models"])
     assert counts["embed"] == n_datasets * n_models == 88
@@ -167,7 +175,7 @@ def test_takeda_preset_dag_builds(workdir):
     assert counts["reference_linear_probe"] == 1 and counts["summary_linear_probe"] == 1
 
 
-def test_sadman_preset_dag_builds(workdir):
-    counts = job_counts(dry_run(workdir, "sadman2025"))
+def test_sadman_preset_dag_builds(dry_runs):
+    counts = job_counts(dry_runs["sadman2025"])
     assert counts["embed"] == 1 and counts["reference_multilabel"] == 1
     assert "linear_probe" not in counts  # IU-Xray is multi-label: the seed-002 probe does not apply

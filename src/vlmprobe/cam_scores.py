@@ -230,8 +230,6 @@ def heatmap_summary(score_paths) -> Any:
     """One row per (dataset, model, setting, method, label), plus ``label = '(all)'`` per (dataset, model, setting, method)."""
     import polars as pl
 
-    from vlmprobe.cams import SCORE_SCHEMA
-
     frames = [pl.read_parquet(path) for path in score_paths]
     scores = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=SCORE_SCHEMA)
     keys = ["dataset", "model", "setting", "method"]
@@ -333,3 +331,20 @@ def write_heatmap_summary(score_paths, table_path, markdown_path, figure_path) -
     write_text(markdown_path, heatmap_markdown(summary))
     save_figure(figure_path, heatmap_summary_figure(summary))
     return summary
+
+
+def _score_schema() -> dict[str, Any]:
+    import polars as pl
+
+    return {
+        "dataset": pl.String, "model": pl.String, "setting": pl.String, "method": pl.String,
+        "sample_id": pl.String, "label": pl.String, "target_kind": pl.String, "score": pl.Float64,
+        "map_index": pl.Int64, "has_region": pl.Boolean, "region_source": pl.String,
+        "area_fraction": pl.Float64, "pointing_game": pl.Float64, "iou": pl.Float64,
+        "energy_fraction": pl.Float64, "flat": pl.Boolean,
+    }
+
+
+SCORE_SCHEMA = _score_schema()
+"""Columns of a ``{setting}_scores.parquet``: one row per map; ``score`` is the model's output for the
+label (zs: cosine similarity, lp/ft: logit); the four score columns are null without a region."""

@@ -744,3 +744,54 @@ def _pil(array: np.ndarray):
     return Image.fromarray(array)
 
 
+
+
+def write_settings_comparison(manifest_path, maps_dirs: dict[str, Any], out_path, dataset: str, model_id: str, n_rows: int = 6) -> int:
+    """The paper's side-by-side figure: the same (image, true label) pairs in every setting that has maps.
+
+    Rows are (image, label) pairs with an annotation that every given setting has a map for: one
+    label per image first (manifest order), then the images' further labels, ``n_rows`` at most.
+    Returns the number of rows drawn.
+    """
+    from pathlib import Path
+
+    from vlmprobe import cam_figures, cam_scores
+    from vlmprobe.datasets.manifest import read_manifest
+    from vlmprobe.images import load_image
+    from vlmprobe.io import save_figure
+
+    settings = [s for s in SETTINGS if s in maps_dirs] + sorted(set(maps_dirs) - set(SETTINGS))
+    data = {setting: read_maps(Path(maps_dirs[setting]) / "maps.npz") for setting in settings}
+    table, _ = read_manifest(manifest_path)
+    by_id = {row["sample_id"]: row for row in table.select(["sample_id", "path", "labels", "boxes", "annotation_path"]).to_pylist()}
+
+    def true_maps(d):
+        keys = zip(d["sample_id"].tolist(), d["label"].tolist(), d["target_kind"].tolist(), strict=True)
+        return {(sample_id, label): i for i, (sample_id, label, kind) in enumerate(keys) if kind == "true"}
+
+    indices = {setting: true_maps(data[setting]) for setting in settings}
+    common = [key for key in indices[settings[0]] if all(key in indices[s] for s in settings)] if settings else []
+    annotated = [(s, l) for s, l in common if s in by_id and (by_id[s]["boxes"] or by_id[s]["annotation_path"])]
+    first_per_image, seen = [], set()
+    for sample_id, label in annotated:
+        if sample_id not in seen:
+            first_per_image.append((sample_id, label))
+            seen.add(sample_id)
+    ordered = first_per_image + [pair for pair in annotated if pair not in first_per_image]
+    rows = []
+    for sample_id, label in ordered:
+        if len(rows) >= n_rows:
+            break
+        record = by_id[sample_id]
+        image = np.asarray(load_image(record["path"]))
+        region, _ = cam_scores.label_region(label, image.shape[:2], record["boxes"], record["annotation_path"], record["labels"])
+        if region is None:  # e.g. 'normal': annotated image, but nothing marks this label
+            continue
+        maps = {setting: map_at_image_size(data[setting], indices[setting][(sample_id, label)]) for setting in settings}
+        hits = {setting: cam_scores.pointing_game(cam, region) for setting, cam in maps.items()}
+        boxes = [box for box in record["boxes"] or [] if box["label"] == label]
+        rows.append(cam_figures.ComparisonRow(sample_id, image, label, boxes, maps, hits))
+    method = ", ".join(sorted({str(d["provenance"].get("method")) for d in data.values()}))
+    figure = cam_figures.settings_comparison(rows, settings, f"{dataset} / {model_id}: the same images in each setting ({method})")
+    save_figure(out_path, figure)
+    return len(rows)

@@ -8,7 +8,12 @@ rule summary_linear_probe:
         table=PATHS["summary_linear_probe"],
         csv=PATHS["summary_linear_probe_csv"],
         markdown=PATHS["summary_linear_probe_md"],
-        heatmap=PATHS["summary_linear_probe_png"],
+        heatmap=report(
+            PATHS["summary_linear_probe_png"],
+            caption="../report/summary_heatmap.rst",
+            category="Heatmaps",
+            subcategory="Linear probe",
+        ),
     params:
         skipped_multilabel=MULTILABEL_DATASETS,
     log:
@@ -138,3 +143,29 @@ def multilabel_summary_targets():
 
 
 TARGET_FUNCTIONS.append(multilabel_summary_targets)
+
+
+# --- Grad-CAM heatmaps (heatmap.smk): scores against annotations, models x settings per dataset. ---
+rule summary_heatmaps:
+    input:
+        scores=lambda wildcards: heatmap_scores(),
+    output:
+        table=PATHS["summary_heatmaps"],
+        markdown=PATHS["summary_heatmaps_md"],
+        figure=PATHS["summary_heatmaps_png"],
+    log:
+        log_path("summary_heatmaps", "summary"),
+    localrule: True
+    conda:
+        "../../envs/summary.yaml"
+    script:
+        "../../scripts/summary_heatmaps.py"
+
+
+def heatmap_summary_targets():
+    if not HEATMAP_JOBS:
+        return []
+    return [PATHS[key] for key in ("summary_heatmaps", "summary_heatmaps_md", "summary_heatmaps_png")]
+
+
+TARGET_FUNCTIONS.append(heatmap_summary_targets)

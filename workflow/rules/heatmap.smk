@@ -126,14 +126,20 @@ rule heatmap_comparison:
         manifest=PATHS["manifest"],
         maps_dirs=lambda wildcards: [PATHS["heatmap_maps"].format(setting=s, **wildcards) for s in comparison_settings(wildcards)],
     output:
-        PATHS["heatmap_comparison"],
+        report(
+            PATHS["heatmap_comparison"],
+            caption="../report/heatmap.rst",
+            category="Heatmaps",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}"},
+        ),
     params:
         settings=comparison_settings,
     log:
         log_path("heatmap_comparison", "{dataset}/{model}"),
     localrule: True
     conda:
-        "../../envs/analysis.yaml"
+        "../../envs/finetune.yaml"
     script:
         "../../scripts/heatmap_comparison.py"
 

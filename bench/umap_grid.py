@@ -1,0 +1,164 @@
+"""Benchmark: the UMAP grid of vlmprobe.umap_grid against the naive per-cell loop, same process, same data.
+
+Data (3,000 x 512 each, built in, no downloads):
+
+* ``digits``: scikit-learn's handwritten digits (1,797 images of 8x8 pixels, 10 classes) through a fixed
+  "model": 1,203 rows re-drawn at random (seed 0) with Gaussian pixel noise (sd 0.5 on the 0-16 scale) to
+  reach 3,000 rows, then projected to 512 dimensions by a fixed Gaussian random matrix (seed 0). Cosine
+  geometry survives the projection, so this behaves like a small image-embedding table with 10 classes.
+  ``--table results/embeddings/<dataset>/<model>.parquet`` uses a real cached embedding table instead
+  (its first 3,000 rows).
+* ``synthetic``: ``sklearn.datasets.make_blobs`` 3,000 x 512, 8 clusters, cluster_std 5 (seed 0).
+
+For each, the naive loop is ``umap.UMAP(n_neighbors=k, min_dist=m, metric="cosine",
+random_state=seed).fit_transform(X)`` for every cell of the poster's grid (10 x 5; ``--quick``: 4 x 3), and
+ours is one ``compute_grid`` call with ``--n-jobs`` worker processes (default: all cores), worker start-up
+included. Numba compilation is paid before timing for both (one small fit each), as a real job pays it once.
+Both are scored by the same trustworthiness (scikit-learn's definition, cosine input distances, 10
+neighbours, the same fixed 2,000-point subsample). Goal: at least 8x, every cell within 0.01.
+
+The last line reads ``umap grid speedup: <ratio>x, worst trustworthiness gap: <value>`` where the ratio is
+the smaller of the per-dataset ratios and the gap the largest over all cells of both datasets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from vlmprobe.umap_grid import (
+    POSTER_MIN_DISTS,
+    POSTER_N_NEIGHBORS,
+    compute_grid,
+    input_rank_table,
+    trust_subsample_indices,
+    trustworthiness_from_ranks,
+)
+
+QUICK_N_NEIGHBORS = (5, 15, 50, 200)
+QUICK_MIN_DISTS = (0.1, 0.5, 1.0)
+N_ROWS = 3000
+DIM = 512
+TRUST_NEIGHBOURS = 10
+TRUST_SUBSAMPLE = 2000
+
+
+def digits_table(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.RandomState(seed)
+    rows = np.concatenate([np.arange(len(digits.target)), rng.choice(len(digits.target), N_ROWS - len(digits.target))])
+    pixels = digits.data[rows] + rng.normal(0.0, 0.5, size=(N_ROWS, digits.data.shape[1]))
+    projection = rng.normal(size=(digits.data.shape[1], DIM)) / np.sqrt(digits.data.shape[1])
+    return (pixels @ projection).astype(np.float32), digits.target[rows].astype(np.int64)
+
+
+def synthetic_table(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import make_blobs
+
+    data, labels = make_blobs(N_ROWS, DIM, centers=8, cluster_std=5.0, random_state=seed)
+    return data.astype(np.float32), labels.astype(np.int64)
+
+
+def cached_table(path: str) -> tuple[np.ndarray, np.ndarray | None]:
+    from vlmprobe.store import read_embeddings
+
+    table = read_embeddings(path)
+    return np.ascontiguousarray(table.matrix[:N_ROWS], dtype=np.float32), None
+
+
+def naive_grid(data, n_neighbors, min_dists, seed) -> tuple[dict[tuple[int, float], np.ndarray], float]:
+    import umap
+
+    layouts = {}
+    began = time.perf_counter()
+    for k in n_neighbors:
+        for m in min_dists:
+            layouts[(k, m)] = umap.UMAP(n_neighbors=k, min_dist=m, metric="cosine", random_state=seed).fit_transform(data)
+    return layouts, time.perf_counter() - began
+
+
+def warm_up(data: np.ndarray, seed: int) -> None:
+    """Compile umap-learn's and our numba code once, outside the timings (as a real job pays it once)."""
+    import umap
+
+    small = data[:300]
+    umap.UMAP(n_neighbors=5, min_dist=0.1, metric="cosine", random_state=seed).fit_transform(small)
+    compute_grid(small, [5], [0.1], seed=seed, n_jobs=1)
+
+
+def run_dataset(name, data, labels, n_neighbors, min_dists, seed, n_jobs, engine) -> tuple[float, float]:
+    print(f"\n== {name}: {data.shape[0]} x {data.shape[1]}, grid {len(n_neighbors)} x {len(min_dists)}, n_jobs={n_jobs}", flush=True)
+    subsample = trust_subsample_indices(data.shape[0], TRUST_SUBSAMPLE, seed)
+    ranks = input_rank_table(data[subsample])
+
+    def trust(layout):
+        return trustworthiness_from_ranks(ranks, layout[subsample], TRUST_NEIGHBOURS)
+
+    began = time.perf_counter()
+    ours = compute_grid(
+        data, n_neighbors, min_dists, seed=seed, n_jobs=n_jobs, quality_labels=labels,
+        trust_subsample=TRUST_SUBSAMPLE, trust_n_neighbors=TRUST_NEIGHBOURS, engine=engine,
+    )
+    ours_seconds = time.perf_counter() - began
+    print(f"ours ({engine}): {ours_seconds:.1f} s  {ours.params['seconds']}", flush=True)
+
+    naive, naive_seconds = naive_grid(data, n_neighbors, min_dists, seed)
+    print(f"naive loop: {naive_seconds:.1f} s ({naive_seconds / len(naive):.1f} s per cell)", flush=True)
+
+    print(f"{'n_neighbors':>11} {'min_dist':>8} {'T naive':>8} {'T ours':>8} {'gap':>7}")
+    worst = 0.0
+    quality = {(row["n_neighbors"], row["min_dist"]): row["trustworthiness"] for row in ours.quality.iter_rows(named=True)}
+    for k in n_neighbors:
+        for m in min_dists:
+            t_naive = trust(naive[(k, m)])
+            t_ours = quality[(k, m)]
+            gap = abs(t_ours - t_naive)
+            worst = max(worst, gap)
+            print(f"{k:>11} {m:>8} {t_naive:>8.4f} {t_ours:>8.4f} {gap:>7.4f}")
+    ratio = naive_seconds / ours_seconds
+    print(f"{name}: naive {naive_seconds:.1f} s, ours {ours_seconds:.1f} s, speedup {ratio:.1f}x, worst gap {worst:.4f}", flush=True)
+    return ratio, worst
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 x 3 grid instead of the poster's 10 x 5")
+    parser.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--datasets", default="digits,synthetic", help="comma-separated subset of digits,synthetic")
+    parser.add_argument("--table", help="an embedding table (Parquet) to use instead of the digits stand-in")
+    parser.add_argument("--engine", default="lockstep", choices=["lockstep", "umap"])
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", module="umap")
+    warnings.filterwarnings("ignore", category=UserWarning, message=".*n_jobs value.*")
+
+    n_neighbors = QUICK_N_NEIGHBORS if args.quick else POSTER_N_NEIGHBORS
+    min_dists = QUICK_MIN_DISTS if args.quick else POSTER_MIN_DISTS
+    tables = {}
+    for name in args.datasets.split(","):
+        if name == "digits":
+            tables[name] = cached_table(args.table) if args.table else digits_table(args.seed)
+        elif name == "synthetic":
+            tables[name] = synthetic_table(args.seed)
+        else:
+            sys.exit(f"unknown dataset {name!r}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; warming up numba ...", flush=True)
+    warm_up(next(iter(tables.values()))[0], args.seed)
+
+    ratios, gaps = [], []
+    for name, (data, labels) in tables.items():
+        ratio, gap = run_dataset(name, data, labels, n_neighbors, min_dists, args.seed, args.n_jobs, args.engine)
+        ratios.append(ratio)
+        gaps.append(gap)
+    print(f"umap grid speedup: {min(ratios):.1f}x, worst trustworthiness gap: {max(gaps):.4f}")
+
+
+if __name__ == "__main__":
+    main()
