@@ -21,6 +21,7 @@ The configuration is what the Snakemake SLURM executor needs on a cluster withou
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
@@ -36,6 +37,9 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 # job step strips SLURM_* variables (SLURM_CONF included) before its nested `srun`, so inside a job
 # the configuration must be found here, as on a real compute node; see SlurmCluster.start().
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
+# One test cluster per machine at a time (two would fight over SYSTEM_CONF): pytest-xdist workers
+# and concurrent test sessions queue on this lock.
+LOCK_FILE = Path("/tmp/vlmprobe-slurm-test-cluster.lock")
 FAKE_GPU_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom")
 MARKER = "# vlmprobe test cluster (tests/slurm_cluster.py): removed when the tests stop"
 CLIENTS = ("sbatch", "squeue", "scontrol", "sinfo", "srun", "scancel")
@@ -111,6 +115,7 @@ class SlurmCluster:
     node: str = field(default_factory=lambda: socket.gethostname().split(".")[0])
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     installed_system_conf: bool = False
+    lock_handle: object = None
 
     @property
     def conf(self) -> Path:
@@ -243,8 +248,23 @@ class SlurmCluster:
             list(args), env=self.env, capture_output=True, text=True, timeout=timeout, check=False
         )
 
-    def start(self, timeout: float = 60) -> None:
+    def acquire_lock(self, timeout: float) -> None:
+        handle = open(LOCK_FILE, "a")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.lock_handle = handle
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    handle.close()
+                    raise RuntimeError(f"another test cluster held {LOCK_FILE} for {timeout:.0f}s") from None
+                time.sleep(1)
+
+    def start(self, timeout: float = 60, lock_timeout: float = 600) -> None:
         """Write the configuration and start munged, slurmctld and slurmd; wait for an idle node."""
+        self.acquire_lock(lock_timeout)
         self.write_config()
         # Commands inside jobs (the executor's nested srun) run without SLURM_CONF: give them the
         # configuration at the default path. Only a file of ours is ever replaced or removed.
@@ -300,6 +320,9 @@ class SlurmCluster:
         if self.installed_system_conf and SYSTEM_CONF.exists() and MARKER in SYSTEM_CONF.read_text(errors="replace"):
             SYSTEM_CONF.unlink()
         self.installed_system_conf = False
+        if self.lock_handle is not None:
+            self.lock_handle.close()  # releases the flock
+            self.lock_handle = None
 
     def _wait_no_running_jobs(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

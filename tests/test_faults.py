@@ -137,17 +137,24 @@ def test_every_writer_in_the_package_goes_through_an_atomic_path():
 
     # a call with arguments (polars' write_csv() without a path returns text)
     writes = re.compile(r"\.(savefig|save|write_table|write_parquet|write_csv|to_csv|to_parquet|write_text|write_bytes)\((?!\))|np\.savez?\(|torch\.save\(|open\([^)]*['\"][wa]")
-    # generated scratch images, re-written on every run of the manifest job and decoded before the manifest is written
-    allowed = {"src/vlmprobe/datasets/synthetic_cxr.py"}
+    allowed = {
+        # generated dataset images, re-written on every run of the manifest job and decoded before the manifest is written
+        "src/vlmprobe/datasets/synthetic_cxr.py": re.compile(r"\.save\(path, format=\"PNG\"\)"),
+        # arrays handed to worker processes in a private tempfile.mkdtemp() folder, never an output
+        "src/vlmprobe/umap_grid.py": re.compile(r"np\.save\((scratch|folder) /"),
+    }
     offenders = []
     for path in sorted((REPO / "src").rglob("*.py")) + sorted((REPO / "scripts").rglob("*.py")):
         relative = path.relative_to(REPO).as_posix()
-        if relative == "src/vlmprobe/io.py" or relative in allowed:
+        if relative == "src/vlmprobe/io.py":
             continue
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             code = line.split("#")[0]
-            if writes.search(code) and "tmp" not in code and not code.strip().startswith(("\"", "'")):
-                offenders.append(f"{relative}:{number}: {line.strip()}")
+            if not writes.search(code) or "tmp" in code or code.strip().startswith(("\"", "'")):
+                continue
+            if relative in allowed and allowed[relative].search(code):
+                continue
+            offenders.append(f"{relative}:{number}: {line.strip()}")
     assert not offenders, "writes outside vlmprobe.io / atomic_path:\n" + "\n".join(offenders)
 
 

@@ -312,6 +312,16 @@ class HeadScorer(torch.nn.Module):
         return self.head(self.image_module(images)).float()
 
 
+def linear_layer(weight, bias) -> torch.nn.Linear:
+    """A ``torch.nn.Linear`` holding a head's (C, D) weight and (C,) bias (a ``LinearHead`` file's arrays)."""
+    weight = torch.as_tensor(np.asarray(weight), dtype=torch.float32)
+    layer = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        layer.bias.copy_(torch.as_tensor(np.asarray(bias), dtype=torch.float32).reshape(-1))
+    return layer
+
+
 # ----------------------------------------------------------------------------------------------------
 # Geometry: image -> model input -> map -> original size
 # ----------------------------------------------------------------------------------------------------
@@ -558,7 +568,7 @@ def build_setting(
             f"Head {str(head_path)!r} expects {head.weight.shape[1]}-D embeddings but model {model_id!r} gives {encoder.embed_dim}-D.",
             "re-run the job that wrote the head (it was made for another model).",
         )
-    return SettingModel(HeadScorer(encoder.image_module, head.to_torch()).to(device), encoder, list(head.classes), info)
+    return SettingModel(HeadScorer(encoder.image_module, linear_layer(head.weight, head.bias)).to(device), encoder, list(head.classes), info)
 
 
 def _label_indices(labels: Sequence[str], classes: Sequence[str]) -> list[int]:

@@ -665,3 +665,30 @@ def generate_synthetic_cxr(
         if _FILE_PATTERN.match(stale.name) and stale.name not in wanted:
             stale.unlink()
     return records
+
+
+def load_records(spec: Mapping, ctx) -> list:
+    """Dataset kind ``synthetic-cxr``: generate the images into the dataset's data folder, one record each.
+
+    Spec keys: ``n_images`` (default 600), ``image_size`` (default 128), ``prevalence`` (optional
+    overrides); the seed is the workflow's ``seed``.
+    """
+    from vlmprobe.datasets.records import Box as RecordBox
+    from vlmprobe.datasets.records import Record
+
+    generated = generate_synthetic_cxr(
+        ctx.data_dir / "images",
+        n_images=int(spec.get("n_images", 600)),
+        image_size=int(spec.get("image_size", 128)),
+        seed=ctx.seed,
+        prevalence=spec.get("prevalence"),
+    )
+    return [
+        Record(
+            sample_id=item["sample_id"],
+            path=item["path"],
+            labels=tuple(item["labels"]),
+            boxes=tuple(RecordBox(**box) for box in item["boxes"]),
+        )
+        for item in generated
+    ]

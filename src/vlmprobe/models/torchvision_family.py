@@ -37,8 +37,8 @@ def _replace_last_linear(model):
 
 @contextlib.contextmanager
 def _weights_only_downloads():
-    """torchvision reads its downloaded weights with ``torch.hub.load_state_dict_from_url``, whose default is
-    ``weights_only=False`` (a plain pickle); make every such read ``weights_only=True`` while a model is built."""
+    """torchvision reads its downloaded weights with ``torch.hub.load_state_dict_from_url``, which by default
+    unpickles them like any pickle; make every such read ``weights_only=True`` while a model is built."""
     from torchvision.models import _api
 
     original = _api.load_state_dict_from_url

@@ -150,7 +150,7 @@ def fit_squared_hinge_ovr(
     max_iter: int = 1000,
     preconditioner: SpectralPreconditioner | None = None,
     cg_forcing: float = 0.1,
-    hessian_dtype: type = np.float64,
+    hessian_dtype: type = np.float32,
 ) -> SolverResult:
     """Minimize, for every column ``k`` of ``targets`` at once (one-vs-rest, classes independent),
 
@@ -162,15 +162,20 @@ def fit_squared_hinge_ovr(
     ``Standardizer.transform(..., with_bias=True)``). ``targets`` holds +1/-1 per row and column.
 
     Method: Newton's method on this differentiable, piecewise-quadratic, strongly convex objective
-    with the generalized Hessian ``I + 2c X_A^T X_A`` (``A`` the rows with margin
-    below 1), as liblinear's primal solver; but every class's conjugate-gradient iteration is one
-    column of the same two matrix products ``X @ V`` and ``X.T @ (mask * (X @ V))``, so BLAS
-    level 3 does the work. Each column stops on liblinear's primal criterion
-    ``|g_k| <= tol * max(min(#pos, #neg), 1) / n * |g_k(0)|``. The step length is found exactly
-    (safeguarded 1-D Newton on the piecewise quadratic along the direction).
+    with the generalized Hessian ``I + 2c X_A^T X_A`` (``A``: rows with margin below 1), as
+    liblinear's primal solver; but every class's conjugate-gradient iteration is one column of the
+    same two matrix products ``X @ S`` and ``X.T @ (mask * (X @ S))``, so BLAS level 3 does the
+    work. CG stops per column at ``|r_k| <= cg_forcing * |g_k|`` (inexact Newton). The step length
+    is exact (safeguarded 1-D Newton along the direction). Each column stops on liblinear's primal
+    criterion ``|g_k| <= tol * max(min(#pos, #neg), 1) / n * |g_k(0)|``.
+
+    Precision: gradients, margins and the line search are float64, so the stopping test and the
+    optimum are float64-exact. Only the Hessian-vector products inside CG use ``hessian_dtype``
+    (float32 by default: half the memory traffic of those products, the bulk of the work); that
+    perturbs the search direction by ~1e-7 relative, far below CG's own 10 % inexactness.
     """
     n, d = x.shape[0], x.shape[1] - 1
-    x_h = x if hessian_dtype == np.float64 else x.astype(hessian_dtype)
+    x_h = x if hessian_dtype == x.dtype else x.astype(hessian_dtype)
     t = np.ascontiguousarray(targets, dtype=np.float64)
     k_out = t.shape[1]
     w = np.zeros((d + 1, k_out))
@@ -195,18 +200,19 @@ def fit_squared_hinge_ovr(
         if converged or newton == max_iter:
             break
         g = grad[:, live]
-        mask = active[:, live].astype(np.float64)
-        shift = 2.0 * c * n * mask.mean(axis=0)
+        mask = active[:, live].astype(x_h.dtype)
+        # Preconditioner shift per class: 2c * |A_k| (its eigenvalues are per row).
+        shift = 2.0 * c * mask.sum(axis=0, dtype=np.float64)
 
         def precondition(r, cols, _shift=shift):
             return r if preconditioner is None else preconditioner.solve(r, _shift[cols])
 
-        # Batched preconditioned CG on H_k p_k = -g_k; a column leaves when its residual is small.
+        # Batched preconditioned CG on H_k p_k = -g_k, starting from p_k = 0.
         direction = np.zeros_like(g)
         residual = -g
-        z_res = precondition(residual, slice(None))
-        search = z_res.copy()
-        rz = (residual * z_res).sum(axis=0)
+        first = precondition(-g, slice(None))  # own array: also the fallback direction below
+        search = first.copy()
+        rz = (residual * first).sum(axis=0)
         cg_stop = cg_forcing * np.linalg.norm(g, axis=0)
         for _ in range(max_cg):
             cg_live = np.flatnonzero(np.linalg.norm(residual, axis=0) > cg_stop)
@@ -214,15 +220,18 @@ def fit_squared_hinge_ovr(
                 break
             cg_total += 1
             s = search[:, cg_live]
-            s_h = s.astype(x_h.dtype)
-            hs = s + 2.0 * c * (x_h.T @ (mask[:, cg_live].astype(x_h.dtype) * (x_h @ s_h)))
+            product = x_h.T @ (mask[:, cg_live] * (x_h @ s.astype(x_h.dtype)))
+            hs = s + 2.0 * c * product
             alpha = rz[cg_live] / (s * hs).sum(axis=0)
             direction[:, cg_live] += alpha * s
             residual[:, cg_live] -= alpha * hs
-            z_new = precondition(residual[:, cg_live], cg_live)
-            rz_new = (residual[:, cg_live] * z_new).sum(axis=0)
-            search[:, cg_live] = z_new + (rz_new / rz[cg_live]) * s
+            preconditioned = precondition(residual[:, cg_live], cg_live)
+            rz_new = (residual[:, cg_live] * preconditioned).sum(axis=0)
+            search[:, cg_live] = preconditioned + (rz_new / rz[cg_live]) * s
             rz[cg_live] = rz_new
+        # CG from 0 gives descent directions; guard against rounding all the same.
+        ascent = (g * direction).sum(axis=0) >= 0
+        direction[:, ascent] = first[:, ascent]
 
         x_direction = x @ direction
         step = _exact_line_search(w[:, live], margins[:, live], t[:, live], direction, x_direction, c)
@@ -448,7 +457,7 @@ def _fit_one(
         else:
             targets = np.where(y_fit[:, None] == np.arange(n_classes)[None, :], 1.0, -1.0)
         design = scaler.transform(problem.x[fit_rows], with_bias=True)
-        result = fit_squared_hinge_ovr(design, targets, c, tol=tol, max_iter=max_iter, preconditioner=preconditioner, cg_forcing=float(os.environ.get("CGF", 0.1)), hessian_dtype=np.dtype(os.environ.get("HD", "float64")).type)
+        result = fit_squared_hinge_ovr(design, targets, c, tol=tol, max_iter=max_iter, preconditioner=preconditioner)
         del design
         coef, intercept = result.coef, result.intercept
         info = {
@@ -517,8 +526,9 @@ def run_linear_probe(
         fold: CV fold 0..k-1 per training row, None (or NaN) per test row.
         positive_label: the class whose F1 is "the F-score" of a 2-class dataset; None -> the second
             class in sorted order. Must be None for multi-class data (F-score = macro F1).
-        n_jobs: the six fits run in this many threads (-1: one per core); both solvers release the
-            GIL (BLAS / liblinear). With n_jobs > 1 each fit's BLAS gets cores // n_jobs threads.
+        n_jobs: cores this call may use, in total (-1: every core available to the process). The
+            six fits run in min(n_jobs, 6) threads (BLAS and liblinear release the GIL) and BLAS
+            is limited to the rest, so a Snakemake rule passes its ``threads``.
         seed: liblinear's random_state (``solver="liblinear"``); the Newton solver is
             deterministic and does not draw random numbers. Recorded either way.
         solver: "newton" (joint one-vs-rest Newton-CG, fast) or "liblinear" (sklearn ``LinearSVC``
@@ -547,11 +557,22 @@ def run_linear_probe(
         fits.append((problem.train_rows[~in_fold], {"val": problem.train_rows[in_fold], "test": problem.test_rows}))
     fits.append((problem.train_rows, {"test": problem.test_rows}))
 
-    preconditioner = None
-    if solver == "newton":
-        all_train = problem.x[problem.train_rows]
-        preconditioner = SpectralPreconditioner.from_design(Standardizer.fit(all_train).transform(all_train, with_bias=True))
-        del all_train
+    from joblib import Parallel, delayed
+    from threadpoolctl import threadpool_limits
+
+    # n_jobs is this call's whole core budget. The six fits share it as threads (BLAS and
+    # liblinear release the GIL) and each fit's BLAS gets what is left over; BLAS is never left
+    # at its default of every core of the machine, because multi-threaded OpenBLAS/LAPACK on
+    # oversubscribed cores (parallel Snakemake jobs) runs 10-100x slower, not just 2x.
+    cores = _effective_n_jobs(n_jobs)
+    workers = min(cores, len(fits))
+    with threadpool_limits(limits=cores, user_api="blas"):
+        preconditioner = None
+        if solver == "newton":
+            all_train = problem.x[problem.train_rows]
+            design = Standardizer.fit(all_train).transform(all_train, with_bias=True)
+            preconditioner = SpectralPreconditioner.from_design(design)
+            del all_train, design
 
     def run(fit):
         return _fit_one(
@@ -564,17 +585,11 @@ def run_linear_probe(
             preconditioner=preconditioner,
         )
 
-    n_jobs = _effective_n_jobs(n_jobs)
-    if n_jobs == 1:
-        outcomes = [run(fit) for fit in fits]
-    else:
-        from joblib import Parallel, delayed
-        from threadpoolctl import threadpool_limits
-
-        # Fits run in threads (BLAS and liblinear release the GIL); the cores are split between
-        # them rather than oversubscribed, which multi-threaded BLAS handles badly.
-        with threadpool_limits(limits=max(1, _available_cores() // n_jobs), user_api="blas"):
-            outcomes = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(run)(fit) for fit in fits)
+    with threadpool_limits(limits=max(1, cores // workers), user_api="blas"):
+        if workers == 1:
+            outcomes = [run(fit) for fit in fits]
+        else:
+            outcomes = Parallel(n_jobs=workers, prefer="threads")(delayed(run)(fit) for fit in fits)
 
     y_test = problem.y[problem.test_rows]
     fold_records = []
