@@ -3,9 +3,9 @@
 No job does real work: the bench writes a study configuration into a scratch directory, times
 ``snakemake -n`` there (nothing exists yet: the whole DAG is planned), then creates every output
 as an empty file, lets ``snakemake --touch`` order their modification times, and times a plain
-re-run, which must find nothing to do. A 1 model x 1 dataset study is timed the same way as the
-baseline (interpreter start, workflow parsing, configuration validation), and the ratios show
-what the DAG itself costs.
+re-run, which must find nothing to do. The default config.yaml (3 models x 2 datasets) is timed
+the same way as the baseline (interpreter start, workflow parsing, configuration validation are
+most of it), and the ratios show what the larger DAG itself costs.
 
 Goals on the 2-core development machine: dry run under 10 s, no-op re-run under 5 s.
 
@@ -47,15 +47,24 @@ DATASET_TEMPLATES = [
 
 
 def study_config(n_models: int, n_datasets: int) -> dict:
-    """The repository's default configuration with ``n_models`` x ``n_datasets`` entries."""
+    """The repository's default configuration grown to ``n_models`` x ``n_datasets``.
+
+    The default models and datasets come first under their own names (other sections of the
+    configuration refer to them, e.g. which models get heatmaps); generated ones fill the rest.
+    """
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["models"] = {
-        f"model{i:02d}": copy.deepcopy(MODEL_TEMPLATES[i % len(MODEL_TEMPLATES)]) for i in range(n_models)
-    }
-    config["datasets"] = {
-        f"dataset{i:02d}": copy.deepcopy(DATASET_TEMPLATES[i % len(DATASET_TEMPLATES)]) for i in range(n_datasets)
-    }
+    config["models"] = grow(config["models"], n_models, "model", MODEL_TEMPLATES)
+    config["datasets"] = grow(config["datasets"], n_datasets, "dataset", DATASET_TEMPLATES)
     return config
+
+
+def grow(entries: dict, n: int, prefix: str, templates: list[dict]) -> dict:
+    grown = dict(list(entries.items())[:n])
+    index = 0
+    while len(grown) < n:
+        grown[f"{prefix}{index:02d}"] = copy.deepcopy(templates[index % len(templates)])
+        index += 1
+    return grown
 
 
 CPU_SECONDS: dict[str, float] = {}
@@ -95,26 +104,43 @@ def job_count(dry_run_output: str) -> int:
     return int(match.group(1))
 
 
-def create_outputs(workdir: Path) -> int:
-    """Create every output of the planned DAG as an empty file; return how many."""
-    _, summary = snakemake(workdir, "--summary")
-    created = 0
-    for line in summary.splitlines():
-        fields = line.split("\t")
-        if len(fields) < 5 or fields[0] == "output_file":
-            continue
-        path = workdir / fields[0]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-        created += 1
-    return created
+def create_outputs(workdir: Path) -> None:
+    """Create every output of the planned DAG, empty (in a child process: the API changes directory)."""
+    subprocess.run([sys.executable, __file__, "--create-outputs", str(workdir)], check=True)
 
 
-def measure(workdir: Path, n_models: int, n_datasets: int) -> tuple[int, float, float, float, float]:
+def create_outputs_here(workdir: Path) -> None:
+    """Plan the DAG through Snakemake's API (which knows directory() outputs) and create each output."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.enums import Quietness
+    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        workflow_api = api.workflow(
+            resource_settings=ResourceSettings(cores=1),
+            config_settings=ConfigSettings(configfiles=[workdir / "config.yaml"]),
+            snakefile=SNAKEFILE,
+            workdir=workdir,
+        )
+        workflow_api.dag(dag_settings=DAGSettings())
+        workflow = workflow_api._workflow  # the DAG itself is not public API
+        workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True)
+        workflow._build_dag()
+        for job in workflow.dag.jobs:
+            for output in job.output:
+                path = workdir / str(output)
+                if output.is_directory:
+                    path.mkdir(parents=True, exist_ok=True)
+                else:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.touch()
+
+
+def measure(workdir: Path, config: dict) -> tuple[int, float, float, float, float]:
     """(jobs, dry-run seconds, no-op seconds, dry-run CPU seconds, no-op CPU seconds) for one
-    study size in an empty ``workdir``."""
+    study configuration in an empty ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(study_config(n_models, n_datasets), sort_keys=False))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     dry_seconds, output = snakemake(workdir, "--dry-run")
     dry_cpu = CPU_SECONDS["--dry-run"]
     jobs = job_count(output)
@@ -133,13 +159,21 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=20)
     parser.add_argument("--datasets", type=int, default=10)
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it (default: a temporary one)")
+    parser.add_argument("--create-outputs", type=Path, help=argparse.SUPPRESS)  # internal, see create_outputs()
     args = parser.parse_args()
+    if args.create_outputs:
+        create_outputs_here(args.create_outputs.resolve())
+        return
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="vlmprobe-dag-bench-"))
     try:
-        base_jobs, base_dry, base_noop, _, _ = measure(root / "baseline", 1, 1)
-        print(f"baseline (1 model x 1 dataset): {base_jobs} jobs, dry run {base_dry:.2f} s, no-op {base_noop:.2f} s")
-        jobs, dry, noop, dry_cpu, noop_cpu = measure(root / "study", args.models, args.datasets)
+        default = yaml.safe_load((REPO / "config.yaml").read_text())
+        base_jobs, base_dry, base_noop, _, _ = measure(root / "baseline", default)
+        print(
+            f"baseline (the default config.yaml, {len(default['models'])} models x {len(default['datasets'])} datasets): "
+            f"{base_jobs} jobs, dry run {base_dry:.2f} s, no-op {base_noop:.2f} s"
+        )
+        jobs, dry, noop, dry_cpu, noop_cpu = measure(root / "study", study_config(args.models, args.datasets))
         print(f"study ({args.models} models x {args.datasets} datasets): {jobs} jobs")
         print(f"dry run: {dry:.2f} s ({dry / base_dry:.1f}x baseline, goal < 10 s), CPU {dry_cpu:.2f} s")
         print(f"no-op re-run: {noop:.2f} s ({noop / base_noop:.1f}x baseline, goal < 5 s), CPU {noop_cpu:.2f} s")

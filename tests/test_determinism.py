@@ -33,3 +33,26 @@ def test_two_runs_with_the_same_seed_give_identical_bytes(tmp_path):
     assert {"linear_probe/alpha/vit.json", "summary/linear_probe.parquet", "embeddings/alpha/vit.parquet"} <= set(produced)
     different = [name for name in expected if produced[name] != expected[name]]
     assert not different, f"not byte-identical: {different}"
+
+
+def test_safetensors_files_are_byte_reproducible(tmp_path):
+    """safetensors orders the metadata by a hash seeded anew for every file; vlmprobe.io.write_safetensors sorts it."""
+    import numpy as np
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    from vlmprobe.io import write_safetensors
+
+    metadata = {key: str(i) for i, key in enumerate("abcdefgh")}
+    tensors = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.ones(3)}
+    assert len({save(tensors, metadata=metadata) for _ in range(5)}) > 1  # the library's own bytes vary
+    written = set()
+    for i in range(5):
+        write_safetensors(tmp_path / f"t{i}.safetensors", tensors, metadata)
+        write_safetensors(tmp_path / f"n{i}.safetensors", {"w": np.eye(3, dtype=np.float32)}, metadata)
+        written.add(((tmp_path / f"t{i}.safetensors").read_bytes(), (tmp_path / f"n{i}.safetensors").read_bytes()))
+    assert len(written) == 1
+    with safe_open(str(tmp_path / "t0.safetensors"), framework="pt") as handle:
+        assert handle.metadata() == metadata
+        assert handle.get_tensor("w").tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]

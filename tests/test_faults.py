@@ -33,6 +33,7 @@ from vlmprobe.datasets import make_manifest
 from vlmprobe.datasets.manifest import read_manifest
 from vlmprobe.embed import embed_manifest, partial_dir
 from vlmprobe.io import atomic_path, save_figure, write_json, write_parquet, write_text
+from vlmprobe.store import read_embeddings
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 CHUNK = 4  # images per saved chunk, = the batch size: a chunk per batch
@@ -303,9 +304,89 @@ def test_snakemake_killed_during_embedding_resumes_to_identical_results(tmp_path
     assert not different, different
 
 
+def safetensors_content(path: Path) -> tuple[dict, dict]:
+    """Metadata and every tensor's dtype, shape and raw bytes (bitwise, not approximately)."""
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {}
+        for name in handle.keys():
+            tensor = handle.get_tensor(name)
+            tensors[name] = (str(tensor.dtype), tuple(tensor.shape), tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return handle.metadata() or {}, tensors
+
+
+def without_timings(value):
+    """A result with its measured durations and resume bookkeeping removed (they differ from run to run)."""
+    if isinstance(value, dict):
+        return {
+            key: without_timings(item)
+            for key, item in value.items()
+            if not (key.endswith(("_s", "seconds", "time_min")) or key == "resumed_after_epochs")
+        }
+    if isinstance(value, list):
+        return [without_timings(item) for item in value]
+    return value
+
+
 @pytest.mark.workflow
 def test_snakemake_killed_during_finetuning_resumes_from_its_last_checkpoint(tmp_path):
-    rules = (REPO / "workflow" / "rules").glob("*.smk")
-    if not any("rule finetune:" in path.read_text() for path in rules):
-        pytest.skip("no `finetune` rule in the workflow yet (issue 4); its package-level resume test lives with it")
-    pytest.fail("the finetune rule exists: write this test against it")
+    import json
+
+    import pyarrow.parquet as pq
+    import torch
+
+    from workflow_helpers import snakemake
+
+    if not any("rule finetune:" in path.read_text() for path in (REPO / "workflow" / "rules").glob("*.smk")):
+        pytest.skip("no `finetune` rule in the workflow (issue 4)")
+    workdir = tmp_path
+    folder(workdir / "data" / "alpha")
+    study = {
+        "enabled": True, "datasets": ["alpha"], "zero_shot": {"enabled": False}, "linear_probe": {"enabled": False},
+        "bootstrap": {"n_resamples": 0},
+        "finetune": {"models": ["vit"], "epochs": 2, "patience": 2, "batch_size": 4, "num_workers": 0, "progress": False},
+    }
+    spine_config(workdir, {"vit": TINY_VIT}, linear_probe={"enabled": False}, multilabel=study)
+    target = "results/multilabel/alpha/vit/ft.json"
+    snakemake(workdir, target)
+    results, reference = workdir / "results", workdir / "reference"
+    results.rename(reference)
+    for keep in ("manifests", "checks"):
+        shutil.copytree(reference / keep, results / keep, copy_function=shutil.copy2)
+    finetuned = results / "finetune" / "alpha" / "vit"
+    last = finetuned / "resume" / "last.pt"
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    process = subprocess.Popen(snakemake_command(workdir, target), cwd=workdir, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(last.exists, process, "the first epoch's checkpoint")
+    finally:
+        kill_group(process)
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 1  # killed in the middle of training
+    assert not (finetuned / "encoder.safetensors").exists()
+
+    snakemake(workdir, "--unlock")
+    snakemake(workdir, target)
+    log = (workdir / "logs" / "finetune" / "alpha" / "vit.log").read_text()
+    assert "resuming vit from" in log and "after epoch 1" in log
+    assert not last.parent.exists()
+    expected = reference / "finetune" / "alpha" / "vit"
+    # Compared by content, bit for bit: a safetensors file's metadata order (hence its bytes, and the sha256
+    # the embedding table records of the encoder file) is reproducible only when written with
+    # vlmprobe.io.write_safetensors (test_determinism.py), which the fine-tuning writers do not use yet.
+    for name in ("encoder.safetensors", "head.safetensors"):
+        assert safetensors_content(finetuned / name) == safetensors_content(expected / name), name
+    table, expected_table = (read_embeddings(d / "embeddings.parquet") for d in (finetuned, expected))
+    assert table.sample_ids == expected_table.sample_ids and table.matrix.tobytes() == expected_table.matrix.tobytes()
+    ignore = {"checkpoint_sha256"}
+    assert {k: v for k, v in table.metadata.items() if k not in ignore} == {k: v for k, v in expected_table.metadata.items() if k not in ignore}
+    info, expected_info = (json.loads((d / "finetune.json").read_text()) for d in (finetuned, expected))
+    assert info["resumed_after_epochs"] == [1] and expected_info["resumed_after_epochs"] == []
+    assert without_timings(info) == without_timings(expected_info)
+    predictions = "multilabel/alpha/vit/ft.predictions.parquet"
+    assert pq.read_table(results / predictions).equals(pq.read_table(reference / predictions))  # values, not timing metadata
+    metrics = "multilabel/alpha/vit/ft.json"
+    assert without_timings(json.loads((results / metrics).read_text())) == without_timings(json.loads((reference / metrics).read_text()))

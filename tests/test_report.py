@@ -73,10 +73,11 @@ CLICK_LINK = """
 })()
 """
 EYE_BUTTONS = "[...document.querySelectorAll('nav table a[iconname=\"eye\"]')]"
+# The figure of one result, loaded into the content pane: its natural size, or null until then.
 CONTENT_IMAGE = """
 (() => {
     const image = document.querySelector('div.grow.justify-center img');
-    return image && image.complete && image.naturalWidth > 0 && image.src.startsWith(%s)
+    return image && image.complete && image.naturalWidth > 0 && image.src === results[%s].data_uri
         ? [image.naturalWidth, image.naturalHeight] : null;
 })()
 """
@@ -137,11 +138,15 @@ def test_report_renders_tables_and_figures_in_chromium(report, tmp_path):
                 count = browser.wait_for(f"{EYE_BUTTONS}.length")
                 assert count >= 1, f"{category}/{subcategory}: no result to view"
                 for index in range(count):
+                    previous = browser.evaluate("app.state.resultPath || null")
                     browser.evaluate(f"{EYE_BUTTONS}[{index}].click()")
-                    path = browser.wait_for("app.state.resultPath")
+                    path = browser.wait_for(
+                        f"app.state.resultPath !== {json.dumps(previous)} && app.state.resultPath"
+                    )
+                    assert path in paths, f"{category}/{subcategory}: the view button showed {path}"
                     mime = results[path]["mime_type"]
                     if mime.startswith("image/"):
-                        size = browser.wait_for(CONTENT_IMAGE % json.dumps(f"data:{mime}"))
+                        size = browser.wait_for(CONTENT_IMAGE % json.dumps(path))
                         assert size[0] > 50 and size[1] > 50, f"{path}: image of {size} pixels"
                         rendered_images.append(path)
                         if "figure" not in shots:

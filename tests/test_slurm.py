@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from rule_files import workflow_rules
 from slurm_cluster import SlurmCluster, unavailable_reason
 from tiny_study import REPO, local_run, run_or_fail, shared_dataset, write_config
 
@@ -32,8 +33,6 @@ RUN_SPECIFIC = re.compile(
     r"time|host|date|duration|elapsed|created|started|finished|pid|device|threads|path|dir|version|solver_info|iterations",
     re.I,
 )
-# Rules the workflow runs on the submitting node (localrule: True), never through sbatch.
-LOCAL_RULES = ("manifest", "check_model", "summary")
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +111,9 @@ def check_jobs_went_through_sbatch(cluster: SlurmCluster, slurm_run: Path) -> No
     assert len({r["JobName"] for r in records}) == 1, {r["JobName"] for r in records}
 
     rules = [job_rule(r) for r in records]
-    assert not [r for r in rules if r.startswith(LOCAL_RULES)], f"local rules were submitted: {rules}"
+    local_rules = {name for name, rule in workflow_rules().items() if rule["local"]}
+    assert local_rules, "the workflow declares no local rules"
+    assert not local_rules & set(rules), f"local rules were submitted: {sorted(local_rules & set(rules))}"
 
     embeds = [r for r in records if job_rule(r) == "embed"]
     assert len(embeds) == 2, f"one embedding job per model expected, got {rules}"
@@ -128,11 +129,12 @@ def check_jobs_went_through_sbatch(cluster: SlurmCluster, slurm_run: Path) -> No
     for record in fan_out:
         assert "gpu" not in record.get("TresPerJob", "").lower(), record
         assert record["Partition"] == cluster.partition, record
-    # The analyses of one (dataset, model) table travel together: fewer jobs than analyses.
-    analyses = list((slurm_run / "results").glob("linear_probe/*/*.json")) + list(
-        (slurm_run / "results").glob("umap/*/*.*")
-    )
-    assert len(fan_out) < max(len(analyses), 2), f"{len(fan_out)} jobs for {len(analyses)} analyses: not grouped"
+    # The CPU fan-out travels in groups: fewer SLURM jobs than analyses (each wrote its rule log).
+    grouped = {name for name, rule in workflow_rules().items() if rule["group"] == "analysis"}
+    analyses = [log for name in grouped for log in (slurm_run / "logs" / name).rglob("*.log")]
+    assert len(analyses) >= 2, f"the tiny study ran too few grouped analyses to tell: {analyses}"
+    assert len(fan_out) < len(analyses), f"{len(fan_out)} SLURM jobs for {len(analyses)} analyses: not grouped"
+    assert all(job_rule(r).startswith("analysis") for r in fan_out), f"ungrouped CPU jobs: {rules}"
 
 
 def check_outputs_equal(slurm_run: Path, local: Path) -> None:

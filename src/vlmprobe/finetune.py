@@ -13,8 +13,11 @@ Protocol
   cross-entropy with balanced class weights ``n / (C * n_c)``.
 * **Optimiser.** AdamW (``lr`` for the encoder, ``head_lr`` for the freshly initialised head, weight decay
   ``weight_decay``), constant learning rate, gradient norm clipped at 1.
-* **Early stopping** on the validation loss: training ends after ``patience`` epochs without an
-  improvement (by more than 1e-4), or after ``epochs``; the weights of the best epoch are kept.
+* **Early stopping** on the validation fold's mean average precision over labels (``monitor:
+  average_precision``, threshold-free and what an imbalanced multi-label task is judged by; the weighted
+  loss rises as soon as the model grows over-confident, while its ranking still improves) or on the
+  validation loss (``monitor: loss``): training ends after ``patience`` epochs without an improvement (by
+  more than 1e-4), or after ``epochs``; the weights of the best epoch are kept.
 * **Mixed precision** on CUDA (bfloat16 where supported, else float16 with loss scaling; the model's
   ``precision: fp32`` turns it off); float32 on CPU.
 * **Decisions.** Multi-label: per-label thresholds maximising F1 on the validation fold's probabilities
@@ -88,6 +91,7 @@ class FinetuneSettings:
     image_size: int | None = None
     validation_fold: int = 0
     threshold: str | float = "tuned"
+    monitor: str = "average_precision"
 
     @classmethod
     def from_config(cls, block: dict[str, Any]) -> FinetuneSettings:
@@ -201,6 +205,8 @@ def run_finetune(
     from vlmprobe.probes.multilabel import LinearHead, apply_thresholds, argmax_decisions, f1_optimal_thresholds, mean_average_precision, save_head
     from vlmprobe.store import write_embeddings
 
+    if settings.monitor not in ("average_precision", "loss"):
+        raise VlmprobeError(f"Unknown early-stopping monitor {settings.monitor!r}.", "set `multilabel: finetune: monitor:` to average_precision or loss.")
     if not supports_finetuning(spec):
         raise VlmprobeError(
             f"Model {model_id!r} (family {spec.get('family')!r}) cannot be fine-tuned.",
@@ -306,7 +312,7 @@ def run_finetune(
     )
     resume_dir = outputs.resume_dir
     last_path, best_path = resume_dir / "last.pt", resume_dir / "best.pt"
-    state: dict[str, Any] = {"epoch": 0, "best_epoch": None, "best_loss": math.inf, "bad_epochs": 0, "history": [], "elapsed_s": 0.0, "resumed_at": []}
+    state: dict[str, Any] = {"epoch": 0, "best_epoch": None, "best_score": -math.inf, "bad_epochs": 0, "history": [], "elapsed_s": 0.0, "resumed_at": []}
     checkpoint = _load_torch(last_path) if last_path.is_file() else None
     if checkpoint is not None and checkpoint.get("fingerprint") == fingerprint:
         _load_trainable(module, checkpoint["encoder"], prefix, str(last_path))
@@ -355,10 +361,11 @@ def run_finetune(
             seen += len(images)
             bar.set_postfix(loss=f"{total / seen:.4f}")
         val_loss, val_ap = validate()
-        improved = val_loss < state["best_loss"] - MIN_IMPROVEMENT
+        score = val_ap if settings.monitor == "average_precision" else -val_loss  # higher is better
+        improved = score > state["best_score"] + MIN_IMPROVEMENT
         state["epoch"] = epoch + 1
         if improved:
-            state.update(best_loss=val_loss, best_epoch=epoch + 1, bad_epochs=0)
+            state.update(best_score=score, best_epoch=epoch + 1, bad_epochs=0)
             _save_torch(best_path, {"encoder": _trainable_state(module, prefix), "head": {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}, "epoch": epoch + 1})
         else:
             state["bad_epochs"] += 1
@@ -440,7 +447,7 @@ def run_finetune(
         "loss_weights": loss_weights,
         "epochs_run": int(state["epoch"]),
         "best_epoch": state["best_epoch"],
-        "best_validation_loss": state["best_loss"],
+        "best_validation_score": {"monitor": settings.monitor, "value": state["best_score"] if settings.monitor == "average_precision" else -state["best_score"]},
         "stopped_early": bool(stopped_early),
         "resumed_after_epochs": list(state["resumed_at"]),
         "history": state["history"],

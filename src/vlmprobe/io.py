@@ -62,6 +62,31 @@ def write_parquet(target: str | os.PathLike[str], table: Any) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
+def write_safetensors(target: str | os.PathLike[str], tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+    """Write torch tensors or numpy arrays as ``.safetensors``, atomically and byte-reproducibly.
+
+    safetensors keeps the metadata in a hash map, so its key order -- and the file's bytes, and any
+    sha256 recorded of them -- change from process to process; the header is re-written here with
+    sorted keys (the tensor data and their offsets are untouched; the header stays padded to 8 bytes
+    as the format requires).
+    """
+    import numpy as np
+
+    if all(isinstance(value, np.ndarray) for value in tensors.values()):
+        from safetensors.numpy import save
+
+        blob = save({name: np.ascontiguousarray(value) for name, value in tensors.items()}, metadata=metadata)
+    else:
+        from safetensors.torch import save
+
+        blob = save({name: tensor.contiguous() for name, tensor in tensors.items()}, metadata=metadata)
+    length = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8 : 8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(len(header).to_bytes(8, "little") + header + blob[8 + length :])
+
+
 def save_figure(target: str | os.PathLike[str], figure: Any, **kwargs: Any) -> None:
     """Save a matplotlib figure atomically and close it. Metadata is dropped so reruns are byte-identical."""
     import matplotlib.pyplot as plt

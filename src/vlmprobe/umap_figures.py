@@ -31,7 +31,6 @@ NORMAL = "normal"
 ONE_FINDING = "one finding"
 SEVERAL = "several"
 PANEL_INCHES = 2.3
-LEGEND_INCHES = 2.2
 
 
 def multilabel_colour_labels(indicator: np.ndarray, classes: Sequence[str], colour_by: str | None, normal_class: str | None = None) -> list[str]:
@@ -100,6 +99,12 @@ def _encode(labels: Sequence[str], order: Sequence[str] | None) -> tuple[list[st
     return names, codes, np.array(palette(len(names)))
 
 
+def _legend_inches(names: Sequence[str], title: str | None) -> float:
+    # Marker, padding and about 0.07 inch per character at font size 8; two columns past 24 entries.
+    longest = max([len(str(name)) for name in names] + [len(title or "")])
+    return (0.5 + 0.07 * longest) * (2 if len(names) > 24 else 1)
+
+
 def _legend(fig: Figure, names: Sequence[str], colours: np.ndarray, title: str | None) -> None:
     handles = [Line2D([], [], marker="o", linestyle="", markersize=6, color=colours[i], label=name) for i, name in enumerate(names)]
     ncol = 1 if len(names) <= 24 else 2
@@ -118,7 +123,7 @@ def plot_grid(result: Any, labels_for_colour: Sequence[str], title: str, *, orde
         for row in result.quality.iter_rows(named=True)
     }
     draw_order = np.random.RandomState(seed).permutation(result.n_samples)
-    legend_width = LEGEND_INCHES * (2 if len(names) > 24 else 1)
+    legend_width = _legend_inches(names, legend_title)
     fig, axes = plt.subplots(
         n_rows, n_cols, figsize=(n_cols * PANEL_INCHES + legend_width, n_rows * PANEL_INCHES + 0.6), squeeze=False
     )
@@ -165,7 +170,7 @@ def plot_models_at_cell(
     n_panels = len(per_model)
     n_cols = n_cols or math.ceil(math.sqrt(n_panels))
     n_rows = math.ceil(n_panels / n_cols)
-    legend_width = LEGEND_INCHES * (2 if len(names) > 24 else 1)
+    legend_width = _legend_inches(names, legend_title)
     fig, axes = plt.subplots(
         n_rows, n_cols, figsize=(n_cols * PANEL_INCHES * 1.2 + legend_width, n_rows * PANEL_INCHES * 1.2 + 0.6), squeeze=False
     )

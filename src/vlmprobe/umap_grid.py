@@ -843,7 +843,9 @@ def write_grid(result: GridResult, sample_ids: Sequence[str], coords_path: str |
     """Write the long coordinate table and the quality table (Parquet, atomically) with provenance."""
     from vlmprobe.io import write_parquet
 
-    metadata = {METADATA_KEY: json.dumps({**result.params, **(extra or {})}, sort_keys=True, default=str).encode()}
+    # Timings and the worker count do not change the numbers; leaving them out keeps reruns byte-identical.
+    provenance = {key: value for key, value in result.params.items() if key not in ("seconds", "n_jobs")}
+    metadata = {METADATA_KEY: json.dumps({**provenance, **(extra or {})}, sort_keys=True, default=str).encode()}
     coords = result.long_table(sample_ids).to_arrow()
     write_parquet(coords_path, coords.replace_schema_metadata(metadata))
     write_parquet(quality_path, result.quality.to_arrow().replace_schema_metadata(metadata))

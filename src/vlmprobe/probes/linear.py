@@ -43,6 +43,7 @@ itself (``dual='auto'``, ``random_state=seed``), the literal poster call, for cr
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -52,6 +53,8 @@ from typing import Any, Literal
 import numpy as np
 
 from vlmprobe.errors import VlmprobeError
+
+log = logging.getLogger(__name__)
 
 PROTOCOL_NAME = "takeda2025-linear-svc"
 C_NUMERATOR = 100.0
@@ -117,8 +120,8 @@ class SolverResult:
 class SpectralPreconditioner:
     """Eigen-decomposition of a reference Gram matrix ``X^T X``, ``X = [Z, 1]`` (bias column included).
 
-    The Newton system of class ``k`` is ``(I + 2C * Z_A^T Z_A) p = -g`` where ``A`` is the set of
-    rows inside the margin. ``Z_A^T Z_A`` is approximated by ``rho_k * n_fit / n_ref * G_ref`` with
+    The Newton system of class ``k`` is ``(I + 2C * X_A^T X_A) p = -g`` where ``A`` is the set of
+    rows inside the margin. ``X_A^T X_A`` is approximated by ``rho_k * n_fit / n_ref * G_ref`` with
     ``rho_k`` the active fraction, which captures the large, shared eigenvalues of standardized
     embeddings (strongly correlated features) that make plain CG slow. One decomposition of the
     full training set's Gram serves all six fits: the fold fits' Grams differ from it by a row
@@ -303,6 +306,15 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _is_fold_number(value: Any) -> bool:
+    if _is_missing(value) or isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        return float(value) == int(value) and int(value) >= 0
+    except (TypeError, ValueError):
+        return False
+
+
 def _check_inputs(embeddings, labels, split, fold) -> _Problem:
     x = np.asarray(embeddings)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
@@ -343,7 +355,7 @@ def _check_inputs(embeddings, labels, split, fold) -> _Problem:
     fold_of_train = np.empty(train_rows.size, dtype=np.int64)
     for position, row in enumerate(train_rows):
         value = fold[row]
-        if _is_missing(value) or float(value) != int(value) or int(value) < 0:
+        if not _is_fold_number(value):
             raise VlmprobeError(
                 f"Linear probe: training row {int(row)} has fold {value!r}; training rows need a fold number 0, 1, ...",
                 "use the manifest's fold column unchanged.",
@@ -448,7 +460,8 @@ def _fit_one(
 ) -> dict[str, Any]:
     n_fit = int(fit_rows.size)
     c = C_NUMERATOR / n_fit
-    scaler = Standardizer.fit(problem.x[fit_rows])
+    x_fit = problem.x[fit_rows]
+    scaler = Standardizer.fit(x_fit)
     y_fit = problem.y[fit_rows]
     n_classes = len(problem.classes)
     if solver == "newton":
@@ -456,7 +469,7 @@ def _fit_one(
             targets = np.where(y_fit == 1, 1.0, -1.0)[:, None]
         else:
             targets = np.where(y_fit[:, None] == np.arange(n_classes)[None, :], 1.0, -1.0)
-        design = scaler.transform(problem.x[fit_rows], with_bias=True)
+        design = scaler.transform(x_fit, with_bias=True)
         result = fit_squared_hinge_ovr(design, targets, c, tol=tol, max_iter=max_iter, preconditioner=preconditioner)
         del design
         coef, intercept = result.coef, result.intercept
@@ -466,20 +479,16 @@ def _fit_one(
             "converged": result.converged,
         }
     else:
-        import warnings
-
-        from sklearn.exceptions import ConvergenceWarning
         from sklearn.svm import LinearSVC
 
         model = LinearSVC(C=c, tol=tol, max_iter=max_iter, random_state=seed)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            model.fit(scaler.transform(problem.x[fit_rows]), y_fit)
+        model.fit(scaler.transform(x_fit), y_fit)
         coef, intercept = model.coef_, np.atleast_1d(model.intercept_)
-        info = {
-            "liblinear_iterations": int(np.max(model.n_iter_)),
-            "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught),
-        }
+        iterations = int(np.max(model.n_iter_))
+        # scikit-learn's own rule for its ConvergenceWarning (read here: catching warnings is not thread-safe).
+        info = {"liblinear_iterations": iterations, "converged": iterations < max_iter}
+    if not info["converged"]:
+        log.warning("linear probe: the fit on %d rows stopped at max_iter=%d before tol=%g", n_fit, max_iter, tol)
     predictions = {name: _predict(coef, intercept, scaler.transform(problem.x[rows])) for name, rows in eval_rows.items()}
     return {"n_fit": n_fit, "C": c, "solver_info": info, "predictions": predictions}
 
@@ -548,6 +557,7 @@ def run_linear_probe(
     """
     if solver not in ("newton", "liblinear"):
         raise VlmprobeError(f"Linear probe: unknown solver {solver!r}.", "use 'newton' or 'liblinear'.")
+    cores = _effective_n_jobs(n_jobs)
     problem = _check_inputs(embeddings, labels, split, fold)
     positive = _positive_index(problem.classes, positive_label)
 
@@ -564,7 +574,6 @@ def run_linear_probe(
     # liblinear release the GIL) and each fit's BLAS gets what is left over; BLAS is never left
     # at its default of every core of the machine, because multi-threaded OpenBLAS/LAPACK on
     # oversubscribed cores (parallel Snakemake jobs) runs 10-100x slower, not just 2x.
-    cores = _effective_n_jobs(n_jobs)
     workers = min(cores, len(fits))
     with threadpool_limits(limits=cores, user_api="blas"):
         preconditioner = None
