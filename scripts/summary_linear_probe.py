@@ -15,6 +15,7 @@ def main(smk):
         csv_path=smk.output.csv,
         markdown_path=smk.output.markdown,
         heatmap_path=smk.output.heatmap,
+        html_path=smk.output.html,
     )
 
 

@@ -3,32 +3,21 @@
 The spine runs twice from scratch in the same working directory (so absolute image paths in the
 manifest are the same) and every file under results/ -- manifests, embedding tables, probe JSON,
 summary tables and figure -- must be identical byte for byte. What can differ on a GPU is written
-up in /work/notes/robustness_readme.md (autocast, non-deterministic kernels).
+up in the README's robustness notes (autocast, non-deterministic kernels).
 """
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from conftest import TINY_VIT
-from test_faults import files_under, folder, spine_config
-
-pytestmark = pytest.mark.workflow
+from test_faults import files_under, run_snakemake, spine_workdir  # noqa: F401 - spine_workdir is a fixture
 
 
-def test_two_runs_with_the_same_seed_give_identical_bytes(tmp_path):
-    from workflow_helpers import snakemake
-
-    folder(tmp_path / "data" / "alpha")
-    spine_config(tmp_path, {"vit": TINY_VIT}, embedding={"batch_size": 5, "num_workers": 1})
-    snakemake(tmp_path)
-    first = tmp_path / "first"
-    (tmp_path / "results").rename(first)
-    shutil.rmtree(tmp_path / ".snakemake")  # a fresh start, not an incremental re-run
-    snakemake(tmp_path)
-    produced, expected = files_under(tmp_path / "results"), files_under(first)
+@pytest.mark.workflow
+def test_two_runs_with_the_same_seed_give_identical_bytes(spine_workdir):
+    """A second run from scratch (no results, no Snakemake metadata) of the run in `reference/`."""
+    run_snakemake(spine_workdir)
+    produced, expected = files_under(spine_workdir / "results"), files_under(spine_workdir / "reference")
     assert sorted(produced) == sorted(expected)
     assert {"linear_probe/alpha/vit.json", "summary/linear_probe.parquet", "embeddings/alpha/vit.parquet"} <= set(produced)
     different = [name for name in expected if produced[name] != expected[name]]

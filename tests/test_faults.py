@@ -244,49 +244,88 @@ def test_chunks_from_other_settings_are_discarded(embedded, tmp_path, monkeypatc
 # ---------------------------------------------------------------------------------------------- kill -9 under Snakemake
 
 
-def spine_config(workdir: Path, models: dict, **extra) -> Path:
+def spine_config(workdir: Path, models: dict, name: str = "config.yaml", **extra) -> Path:
     """A tiny config running only the spine: every optional stage with an `enabled` switch is off."""
-    from workflow_helpers import tiny_config
-
     schema = yaml.safe_load(SCHEMA.read_text())
-    stages = {
-        name: {"enabled": False}
-        for name, block in schema["properties"].items()
-        if isinstance(block, dict) and "enabled" in block.get("properties", {}) and name != "linear_probe"
+    config = {
+        "seed": 0,
+        "datasets": {"alpha": {"kind": "imagefolder", "root": "data/alpha"}},
+        "models": models,
+        "embedding": {"batch_size": CHUNK, "num_workers": 0, "chunk_images": CHUNK},
     }
-    stages.update(extra)
-    return tiny_config(workdir, {"alpha": {"kind": "imagefolder", "root": "data/alpha"}}, models, **stages)
+    for stage, block in schema["properties"].items():
+        if isinstance(block, dict) and "enabled" in block.get("properties", {}) and stage != "linear_probe":
+            config[stage] = {"enabled": False}
+    config.update(extra)
+    path = workdir / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
 
 
-def snakemake_command(workdir: Path, *args: str) -> list[str]:
+def snakemake_command(workdir: Path, *args: str, config: str = "config.yaml") -> list[str]:
     return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+            "--configfile", str(workdir / config), "--cores", "2", *args]
+
+
+def run_snakemake(workdir: Path, *args: str, config: str = "config.yaml") -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    result = subprocess.run(snakemake_command(workdir, *args, config=config), cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+
+
+def start_snakemake(workdir: Path, *args: str, config: str = "config.yaml") -> subprocess.Popen:
+    """Snakemake in its own process group, so that one signal reaches it and all of its jobs."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    return subprocess.Popen(snakemake_command(workdir, *args, config=config), cwd=workdir, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def files_under(directory: Path) -> dict[str, bytes]:
     return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+_SHARED: dict[str, Path] = {}
+
+
+def spine_reference(tmp_path_factory) -> Path:
+    """A working directory holding one uninterrupted run of the spine (tiny ViT, 16 images) in `reference/`.
+
+    Made once per test session and shared with test_determinism.py (the runs dominate these tests'
+    time). Every user starts from a clean slate: no `results/`, no Snakemake metadata.
+    """
+    if "spine" not in _SHARED:
+        workdir = tmp_path_factory.mktemp("spine")
+        folder(workdir / "data" / "alpha")
+        spine_config(workdir, {"vit": TINY_VIT})
+        run_snakemake(workdir)
+        (workdir / "results").rename(workdir / "reference")
+        _SHARED["spine"] = workdir
+    workdir = _SHARED["spine"]
+    for leftover in ("results", ".snakemake", "logs"):
+        shutil.rmtree(workdir / leftover, ignore_errors=True)
+    return workdir
+
+
+@pytest.fixture
+def spine_workdir(tmp_path_factory) -> Path:
+    return spine_reference(tmp_path_factory)
+
+
+def restore_upstream(workdir: Path, reference: Path, keep=("manifests", "checks")) -> None:
+    """Put finished upstream outputs back (mtimes kept), so that a run goes straight to the job under test."""
+    for name in keep:
+        shutil.copytree(reference / name, workdir / "results" / name, copy_function=shutil.copy2)
+
+
 @pytest.mark.workflow
-def test_snakemake_killed_during_embedding_resumes_to_identical_results(tmp_path):
-    from workflow_helpers import snakemake
-
-    workdir = tmp_path
-    folder(workdir / "data" / "alpha")
-    spine_config(workdir, {"pixels": PIXELS}, embedding={"batch_size": CHUNK, "num_workers": 0, "chunk_images": CHUNK})
-    snakemake(workdir)
-    results = workdir / "results"
-    reference = workdir / "reference"
-    results.rename(reference)
-    # keep the finished upstream jobs, so that the run below goes straight to the embedding job
-    for keep in ("manifests", "checks"):
-        shutil.copytree(reference / keep, results / keep, copy_function=shutil.copy2)
-    out = results / "embeddings" / "alpha" / "pixels.parquet"
-
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+def test_snakemake_killed_during_embedding_resumes_to_identical_results(spine_workdir):
+    workdir = spine_workdir
+    results, reference = workdir / "results", workdir / "reference"
+    restore_upstream(workdir, reference)
+    out = results / "embeddings" / "alpha" / "vit.parquet"
     with BlockedImage(results / "manifests" / "alpha.parquet", row=2 * CHUNK + 1) as blocked:
-        process = subprocess.Popen(snakemake_command(workdir), cwd=workdir, env=env, start_new_session=True,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = start_snakemake(workdir)
         try:
             wait_for(lambda: len(chunk_files(out)) == 2, process, "the embedding job's first two chunks")
         finally:
@@ -294,9 +333,9 @@ def test_snakemake_killed_during_embedding_resumes_to_identical_results(tmp_path
         assert blocked.nobody_reading()
     assert not out.exists()
 
-    snakemake(workdir, "--unlock")  # Snakemake's lock outlives kill -9; its message says to do this
-    snakemake(workdir)
-    assert "resuming: 8 of 16 images" in (workdir / "logs" / "embed" / "alpha" / "pixels.log").read_text()
+    run_snakemake(workdir, "--unlock")  # Snakemake's lock outlives kill -9; its message says to do this
+    run_snakemake(workdir)
+    assert "resuming: 8 of 16 images" in (workdir / "logs" / "embed" / "alpha" / "vit.log").read_text()
     assert not partial_dir(out).exists()
     finished, expected = files_under(results), files_under(reference)
     assert sorted(finished) == sorted(expected)
@@ -331,36 +370,32 @@ def without_timings(value):
 
 
 @pytest.mark.workflow
-def test_snakemake_killed_during_finetuning_resumes_from_its_last_checkpoint(tmp_path):
+def test_snakemake_killed_during_finetuning_resumes_from_its_last_checkpoint(spine_workdir):
     import json
 
     import pyarrow.parquet as pq
     import torch
 
-    from workflow_helpers import snakemake
-
     if not any("rule finetune:" in path.read_text() for path in (REPO / "workflow" / "rules").glob("*.smk")):
         pytest.skip("no `finetune` rule in the workflow (issue 4)")
-    workdir = tmp_path
-    folder(workdir / "data" / "alpha")
+    workdir = spine_workdir
     study = {
         "enabled": True, "datasets": ["alpha"], "zero_shot": {"enabled": False}, "linear_probe": {"enabled": False},
         "bootstrap": {"n_resamples": 0},
         "finetune": {"models": ["vit"], "epochs": 2, "patience": 2, "batch_size": 4, "num_workers": 0, "progress": False},
     }
-    spine_config(workdir, {"vit": TINY_VIT}, linear_probe={"enabled": False}, multilabel=study)
+    config = spine_config(workdir, {"vit": TINY_VIT}, name="finetune.yaml", linear_probe={"enabled": False}, multilabel=study).name
     target = "results/multilabel/alpha/vit/ft.json"
-    snakemake(workdir, target)
-    results, reference = workdir / "results", workdir / "reference"
+    results, spine, reference = workdir / "results", workdir / "reference", workdir / "reference-finetune"
+    shutil.rmtree(reference, ignore_errors=True)
+    restore_upstream(workdir, spine)  # the same dataset and model spec: the manifest and model check carry over
+    run_snakemake(workdir, target, config=config)
     results.rename(reference)
-    for keep in ("manifests", "checks"):
-        shutil.copytree(reference / keep, results / keep, copy_function=shutil.copy2)
+    restore_upstream(workdir, spine)
     finetuned = results / "finetune" / "alpha" / "vit"
     last = finetuned / "resume" / "last.pt"
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-    process = subprocess.Popen(snakemake_command(workdir, target), cwd=workdir, env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_snakemake(workdir, target, config=config)
     try:
         wait_for(last.exists, process, "the first epoch's checkpoint")
     finally:
@@ -368,8 +403,8 @@ def test_snakemake_killed_during_finetuning_resumes_from_its_last_checkpoint(tmp
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 1  # killed in the middle of training
     assert not (finetuned / "encoder.safetensors").exists()
 
-    snakemake(workdir, "--unlock")
-    snakemake(workdir, target)
+    run_snakemake(workdir, "--unlock", config=config)
+    run_snakemake(workdir, target, config=config)
     log = (workdir / "logs" / "finetune" / "alpha" / "vit.log").read_text()
     assert "resuming vit from" in log and "after epoch 1" in log
     assert not last.parent.exists()

@@ -71,6 +71,26 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def linear_probe_markdown(table: pl.DataFrame) -> str:
+    header, rows = linear_probe_grid(table)
+    return f"# {LINEAR_PROBE_TITLE}\n\n{LINEAR_PROBE_NOTE}\n\n" + markdown_table(header, rows)
+
+
+def html_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], note: str = "") -> str:
+    """A standalone HTML page holding one table: what ``snakemake --report`` can display inline."""
+    from html import escape
+
+    from tabulate import tabulate
+
+    body = tabulate([[str(cell) for cell in row] for row in rows], headers=list(header), tablefmt="html")
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>" + escape(title) + "</title>"
+        "<style>body{font-family:sans-serif} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:4px 8px}</style>"
+        "</head><body><h2>" + escape(title) + "</h2>" + (f"<p>{escape(note)}</p>" if note else "") + body + "</body></html>\n"
+    )
+
+
+def linear_probe_grid(table: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The poster's layout: one row per model, an (Accuracy, F-score) column pair per dataset."""
     datasets = table["dataset"].unique(maintain_order=True).to_list()
     models = table["model"].unique(maintain_order=True).to_list()
     cells = {(r["model"], r["dataset"]): r for r in table.iter_rows(named=True)}
@@ -86,21 +106,29 @@ def linear_probe_markdown(table: pl.DataFrame) -> str:
             r = cells.get((model, dataset))
             row += [percent_cell(r["accuracy_mean"], r["accuracy_std"]), percent_cell(r["fscore_mean"], r["fscore_std"])] if r else ["—", "—"]
         rows.append(row)
-    intro = (
-        "# Linear probe (LinearSVC, C = 100 / N, standardized features, 20 % test hold-out, 5-fold CV)\n\n"
-        "Mean ± std over the 5 fold models, each scored on the held-out test set. F-score: F1 of the positive "
-        "class for 2-class datasets, macro F1 otherwise.\n\n"
-    )
-    return intro + markdown_table(header, rows)
+    return header, rows
 
 
-def write_linear_probe_summary(result_paths, table_path, csv_path, markdown_path, heatmap_path) -> pl.DataFrame:
+LINEAR_PROBE_TITLE = "Linear probe (LinearSVC, C = 100 / N, standardized features, 20 % test hold-out, 5-fold CV)"
+LINEAR_PROBE_NOTE = (
+    "Mean ± std over the 5 fold models, each scored on the held-out test set. F-score: F1 of the positive "
+    "class for 2-class datasets, macro F1 otherwise."
+)
+
+
+def write_linear_probe_summary(result_paths, table_path, csv_path, markdown_path, heatmap_path, html_path=None) -> pl.DataFrame:
     from vlmprobe.figures import metric_heatmap
 
     table = linear_probe_table(result_paths)
     write_parquet(table_path, table)
     write_text(csv_path, table.write_csv())
     write_text(markdown_path, linear_probe_markdown(table))
-    figure = metric_heatmap(table, row="model", column="dataset", value="accuracy_mean", title="Linear probe test accuracy (mean over 5 fold models)")
+    if html_path:
+        header, rows = linear_probe_grid(table)
+        write_text(html_path, html_table(LINEAR_PROBE_TITLE, header, rows, LINEAR_PROBE_NOTE))
+    figure = metric_heatmap(
+        table, row="model", column="dataset", value="accuracy_mean",
+        title="Linear probe test accuracy (mean over 5 fold models)", vmin=0.0, vmax=1.0,
+    )
     save_figure(heatmap_path, figure)
     return table

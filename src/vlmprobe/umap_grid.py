@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -636,6 +636,15 @@ def _min_dist_chunks(min_dists: list[float], n_rows: int, n_jobs: int) -> list[l
     return [chunk.tolist() for chunk in np.array_split(np.arange(len(min_dists)), pieces) if chunk.size]
 
 
+def _done(result: dict[str, Any], tasks_left: dict[int, int], scratch: Path) -> dict[str, Any]:
+    # Free the scratch space of an n_neighbors as soon as all its layouts are back (large tables: GBs).
+    k = result["n_neighbors"]
+    tasks_left[k] -= 1
+    if tasks_left[k] == 0:
+        shutil.rmtree(scratch / f"k{k}", ignore_errors=True)
+    return result
+
+
 def compute_grid(
     embeddings: np.ndarray,
     n_neighbors: Sequence[int],
@@ -734,8 +743,7 @@ def compute_grid(
         epochs_used = None
         t = time.perf_counter()
         prepare_seconds = 0.0
-        if n_jobs == 1:
-            _warm_kernel()
+        tasks_left: dict[int, int] = {}
         # Largest n_neighbors first: the slowest tasks start first, the small ones fill in at the end.
         for k in sorted(kept, reverse=True):
             tp = time.perf_counter()
@@ -749,7 +757,9 @@ def compute_grid(
             for name in ("head", "tail", "epochs_per_sample", "start", "rng_state", "disconnected"):
                 np.save(folder / f"{name}.npy", getattr(prepared, name))
             del prepared
-            for cells in _min_dist_chunks(mds, len(kept), n_jobs):
+            chunks = _min_dist_chunks(mds, len(kept), n_jobs)
+            tasks_left[k] = len(chunks)
+            for cells in chunks:
                 task = {
                     "folder": str(folder),
                     "scratch": str(scratch),
@@ -761,11 +771,11 @@ def compute_grid(
                     "engine": engine,
                 }
                 if pool is None:
-                    results.append(_run_layouts(task))
+                    results.append(_done(_run_layouts(task), tasks_left, scratch))
                 else:
                     futures.append(pool.submit(_run_layouts, task))
-        for future in futures:
-            results.append(future.result())
+        for future in as_completed(futures):
+            results.append(_done(future.result(), tasks_left, scratch))
         timings["prepare"] = prepare_seconds
         timings["layouts_wall"] = time.perf_counter() - t
         timings["layouts_cpu"] = sum(r["layout_seconds"] for r in results)

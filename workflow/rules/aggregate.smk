@@ -8,6 +8,12 @@ rule summary_linear_probe:
         table=PATHS["summary_linear_probe"],
         csv=PATHS["summary_linear_probe_csv"],
         markdown=PATHS["summary_linear_probe_md"],
+        html=report(
+            PATHS["summary_linear_probe_html"],
+            caption="../report/summary_tables.rst",
+            category="Summary tables",
+            subcategory="Linear probe",
+        ),
         heatmap=report(
             PATHS["summary_linear_probe_png"],
             caption="../report/summary_heatmap.rst",
@@ -28,7 +34,7 @@ rule summary_linear_probe:
 def linear_probe_summary_targets():
     if not (config["linear_probe"]["enabled"] and MULTICLASS_DATASETS):
         return []
-    return [PATHS[key] for key in ("summary_linear_probe", "summary_linear_probe_csv", "summary_linear_probe_md", "summary_linear_probe_png")]
+    return [PATHS[key] for key in ("summary_linear_probe", "summary_linear_probe_csv", "summary_linear_probe_md", "summary_linear_probe_html", "summary_linear_probe_png")]
 
 
 TARGET_FUNCTIONS.append(linear_probe_summary_targets)

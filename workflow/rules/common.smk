@@ -18,6 +18,7 @@ PATHS = {
     "summary_linear_probe": "results/summary/linear_probe.parquet",
     "summary_linear_probe_csv": "results/summary/linear_probe.csv",
     "summary_linear_probe_md": "results/summary/linear_probe.md",
+    "summary_linear_probe_html": "results/summary/linear_probe.html",
     "summary_linear_probe_png": "results/summary/linear_probe_accuracy.png",
 }
 LOGS = "logs/{rule}/{name}.log"
