@@ -179,7 +179,23 @@ def _load_trainable(module, state: dict[str, Any], prefix: str, where: str) -> N
     module.load_state_dict(state, strict=False)
 
 
-def run_finetune(
+def run_finetune(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Fine-tune, then write the five outputs; returns the ``finetune.json`` payload.
+
+    Arguments as :func:`_run_finetune`. The process-wide torch settings it changes (threads,
+    deterministic algorithms) are restored afterwards, so a test session or notebook is left as it was.
+    """
+    import torch
+
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    try:
+        return _run_finetune(*args, **kwargs)
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+
+
+def _run_finetune(
     manifest_path: str | Path,
     model_id: str,
     spec: dict[str, Any],
@@ -193,7 +209,9 @@ def run_finetune(
     identity: dict[str, Any] | None = None,
     stop_after_epoch: int | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune, then write the five outputs; returns the ``finetune.json`` payload."""
+    """``threads``: torch CPU threads (default: all cores); ``num_workers``: image-decoding processes
+    (default 0 on CPU, up to 8 on CUDA); ``stop_after_epoch``: test hook, raises
+    :class:`SimulatedInterruption` once that epoch's checkpoint is written."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
     import torch
     from tqdm import tqdm
