@@ -175,3 +175,27 @@ def heatmap_summary_targets():
 
 
 TARGET_FUNCTIONS.append(heatmap_summary_targets)
+
+
+rule summary_umap:
+    input:
+        quality=expand(PATHS["umap_quality"], dataset=DATASETS, model=MODELS),
+    output:
+        table=PATHS["summary_umap"],
+        csv=PATHS["summary_umap_csv"],
+        markdown=PATHS["summary_umap_md"],
+        html=report(
+            PATHS["summary_umap_html"],
+            caption="../report/summary_tables.rst",
+            category="Summary tables",
+            subcategory="UMAP quality",
+        ),
+    params:
+        tables=[(dataset, model) for dataset in DATASETS for model in MODELS],
+    log:
+        log_path("summary_umap", "summary"),
+    localrule: True
+    conda:
+        "../../envs/summary.yaml"
+    script:
+        "../../scripts/summary_umap.py"

@@ -1,0 +1,127 @@
+"""The UMAP stage: one grid job per embedding table, and a cross-model summary per dataset.
+
+The computation is :mod:`vlmprobe.umap_grid`, the pictures :mod:`vlmprobe.umap_figures`; this module
+only connects them to the workflow's files: colour labels from the manifest (multi-label datasets by
+a chosen label or "normal / one finding / several"), outputs written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from vlmprobe.io import save_figure, write_parquet, write_text
+
+log = logging.getLogger(__name__)
+
+
+def colour_labels(manifest: pl.DataFrame, classes: Sequence[str], multilabel: bool, colour_by: str | None) -> list[str]:
+    labels = manifest["labels"].to_list()
+    if not multilabel:
+        return [names[0] for names in labels]
+    from vlmprobe.datasets.splits import label_matrix
+    from vlmprobe.umap_figures import multilabel_colour_labels
+
+    return multilabel_colour_labels(label_matrix(labels, classes), classes, colour_by, normal_class="normal")
+
+
+def grid_for_table(
+    manifest_path: str | Path,
+    embedding_path: str | Path,
+    coords_path: str | Path,
+    quality_path: str | Path,
+    figure_path: str | Path,
+    n_neighbors: Sequence[int],
+    min_dists: Sequence[float],
+    seed: int,
+    n_jobs: int,
+    colour_by: str | None = None,
+    trust_subsample: int = 2000,
+    title: str = "",
+    expected_spec: dict[str, Any] | None = None,
+) -> None:
+    from vlmprobe.store import aligned
+    from vlmprobe.umap_figures import plot_grid
+    from vlmprobe.umap_grid import compute_grid, write_grid
+
+    manifest, matrix, manifest_meta, _ = aligned(manifest_path, embedding_path, expected_spec)
+    colours = colour_labels(manifest, manifest_meta["classes"], manifest_meta["multilabel"], colour_by)
+    names = sorted(set(colours))
+    codes = np.array([names.index(c) for c in colours], dtype=np.int64)
+    result = compute_grid(matrix, n_neighbors, min_dists, seed=seed, n_jobs=n_jobs, quality_labels=codes, trust_subsample=trust_subsample)
+    for k in result.dropped_n_neighbors:
+        log.info("n_neighbors=%d dropped: not below the %d samples of this table", k, len(colours))
+    write_grid(result, manifest["sample_id"].to_list(), coords_path, quality_path, extra={"colour_by": colour_by, "colour_labels": names})
+    save_figure(figure_path, plot_grid(result, colours, title, seed=seed))
+
+
+def nearest(values: Sequence[float], wanted: float) -> float:
+    return min(values, key=lambda value: abs(value - wanted))
+
+
+def dataset_summary(
+    manifest_path: str | Path,
+    coords_paths: dict[str, str],
+    quality_paths: dict[str, str],
+    figure_path: str | Path,
+    n_neighbors: int,
+    min_dist: float,
+    colour_by: str | None,
+    title: str,
+    seed: int = 0,
+) -> None:
+    """All models of one dataset side by side at one cell (the poster's comparison), quality in each panel."""
+    from vlmprobe.datasets.manifest import read_manifest
+    from vlmprobe.umap_figures import plot_models_at_cell
+    from vlmprobe.umap_grid import read_cell
+
+    table, meta = read_manifest(manifest_path)
+    manifest = pl.from_arrow(table)
+    colours = dict(zip(manifest["sample_id"].to_list(), colour_labels(manifest, meta["classes"], meta["multilabel"], colour_by)))
+    per_model, quality = {}, {}
+    for model, coords_path in coords_paths.items():
+        frame = pl.read_parquet(quality_paths[model])
+        k = int(nearest(frame["n_neighbors"].unique().to_list(), n_neighbors))
+        m = nearest(frame["min_dist"].unique().to_list(), min_dist)
+        ids, xy = read_cell(coords_path, k, m)
+        per_model[model] = (xy, [colours[i] for i in ids])
+        row = frame.filter((pl.col("n_neighbors") == k) & (pl.col("min_dist") == m)).row(0, named=True)
+        quality[model] = (row["trustworthiness"], row["silhouette"])
+    save_figure(figure_path, plot_models_at_cell(per_model, n_neighbors, min_dist, title, quality=quality, seed=seed))
+
+
+def quality_summary(quality_paths: dict[tuple[str, str], str], table_path, csv_path, markdown_path, html_path) -> pl.DataFrame:
+    """Every cell's quality, one row per (dataset, model, n_neighbors, min_dist), plus the best cell per table."""
+    from vlmprobe.summary import html_table, markdown_table
+
+    frames = [
+        pl.read_parquet(path).with_columns(pl.lit(dataset).alias("dataset"), pl.lit(model).alias("model"))
+        for (dataset, model), path in sorted(quality_paths.items())
+    ]
+    table = pl.concat(frames).select("dataset", "model", "n_neighbors", "min_dist", "trustworthiness", "silhouette")
+    write_parquet(table_path, table)
+    write_text(csv_path, table.write_csv())
+    best = (
+        table.sort("trustworthiness", descending=True)
+        .group_by("dataset", "model", maintain_order=True)
+        .first()
+        .sort("dataset", "model")
+    )
+    header = ["dataset", "model", "most faithful cell (n_neighbors, min_dist)", "trustworthiness", "silhouette there", "best silhouette"]
+    best_silhouette = table.group_by("dataset", "model").agg(pl.col("silhouette").max().alias("best_silhouette"))
+    rows = [
+        [r["dataset"], r["model"], f"({r['n_neighbors']}, {r['min_dist']:g})", f"{r['trustworthiness']:.3f}", f"{r['silhouette']:.3f}", f"{b:.3f}"]
+        for r, b in zip(
+            best.iter_rows(named=True),
+            best.join(best_silhouette, on=["dataset", "model"], how="left")["best_silhouette"].to_list(),
+        )
+    ]
+    title = "UMAP grid quality (trustworthiness: scikit-learn, cosine input space; silhouette of the classes on the 2-D layout)"
+    write_text(markdown_path, f"# {title}\n\n" + markdown_table(header, rows))
+    write_text(html_path, html_table(title, header, rows))
+    return table
