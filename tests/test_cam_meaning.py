@@ -71,11 +71,11 @@ def test_fine_tuned_cnn_points_at_findings_random_does_not(tmp_path):
     manifest = _manifest(tmp_path)
     outputs = FinetuneOutputs(*(tmp_path / "ft" / name for name in ("encoder.safetensors", "head.safetensors", "finetune.json", "embeddings.parquet", "predictions.parquet")))
     # from scratch: a high learning rate for the encoder too, no early stop inside the few epochs
-    settings = FinetuneSettings(epochs=8, patience=8, batch_size=32, lr=3e-3, head_lr=3e-3, weight_decay=1e-4)
+    settings = FinetuneSettings(epochs=4, patience=4, batch_size=32, lr=3e-3, head_lr=3e-3, weight_decay=1e-4)
     info = run_finetune(manifest, MODEL_ID, SPEC, outputs, settings, seed=0, device="cpu", threads=2, progress=False)
     trained = time.perf_counter()
 
-    common = dict(max_annotated=40, n_random=0, seed=0, device="cpu", batch_size=32, rows_per_page=20)
+    common = dict(max_annotated=32, n_random=0, seed=0, device="cpu", batch_size=32, rows_per_page=20)
     ft = run_heatmaps(manifest, "scxr", MODEL_ID, SPEC, "ft", tmp_path / "maps_ft", tmp_path / "ft_scores.parquet",
                       head_path=str(outputs.head), encoder_path=str(outputs.encoder), **common)  # fmt: skip
     random_encoder, random_head = _random_model_files(tmp_path, info["classes"])
@@ -93,7 +93,7 @@ def test_fine_tuned_cnn_points_at_findings_random_does_not(tmp_path):
         f"\npointing game over {n_maps} maps: fine-tuned {ft_hit:.3f}, random-init {random_hit:.3f}, chance {chance:.3f}; "
         f"per label (fine-tuned) {per_label}; fine-tuning {trained - started:.0f} s, all {time.perf_counter() - started:.0f} s"
     )
-    assert random_chance == chance and n_maps >= 40  # the same images and boxes
+    assert random_chance == chance and n_maps >= 40  # the same images and boxes (32 images, ~1.9 findings each)
     # fine-tuned: far above chance (binomial s.e. at n ~ 70 is ~0.05) and above the untrained model
     assert ft_hit >= chance + 0.15
     assert ft_hit >= random_hit + 0.15

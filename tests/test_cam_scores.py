@@ -136,3 +136,57 @@ def test_summarise_uses_scored_maps_only():
     assert ft["n_maps"] == 2 and ft["pointing_game"] == 0.5 and ft["chance"] == pytest.approx(0.2)
     assert ft["pointing_game_lift"] == pytest.approx(0.3) and ft["pointing_game_se"] == pytest.approx(np.sqrt(0.25 / 2))
     assert out[1]["flat_fraction"] == 1.0
+
+
+def _scores_file(path, setting, hits, model="m1"):
+    from vlmprobe.cam_scores import SCORE_SCHEMA
+
+    rows = [
+        {
+            "dataset": "d", "model": model, "setting": setting, "method": "gradcam", "sample_id": f"s{i}",
+            "label": "nodule" if i % 2 else "effusion", "target_kind": "true", "score": 1.0, "map_index": i,
+            "has_region": True, "region_source": "box", "area_fraction": 0.1, "pointing_game": hit,
+            "iou": 0.2, "energy_fraction": 0.3, "flat": False,
+        }
+        for i, hit in enumerate(hits)
+    ]
+    rows.append({**rows[0], "sample_id": "fp", "target_kind": "false_positive", "has_region": False, "region_source": None,
+                 "area_fraction": None, "pointing_game": None, "iou": None, "energy_fraction": None})  # fmt: skip
+    pl.DataFrame(rows, schema=SCORE_SCHEMA).write_parquet(path)
+    return path
+
+
+def test_heatmap_summary_table_markdown_and_figure(tmp_path):
+    paths = [
+        _scores_file(tmp_path / "ft.parquet", "ft", [1.0, 1.0, 0.0, 1.0]),
+        _scores_file(tmp_path / "zs.parquet", "zs", [0.0, 0.0, 0.0, 1.0]),
+    ]
+    summary = cam_scores.write_heatmap_summary(paths, tmp_path / "s.parquet", tmp_path / "s.md", tmp_path / "s.png")
+    overall = summary.filter(pl.col("label") == cam_scores.ALL_LABELS)
+    assert overall["setting"].to_list() == ["zs", "ft"]  # the study's order, not alphabetical
+    assert overall["pointing_game"].to_list() == [0.25, 0.75] and overall["n_maps"].to_list() == [4, 4]
+    per_label = summary.filter((pl.col("setting") == "ft") & (pl.col("label") == "effusion"))
+    assert per_label["pointing_game"].item() == 0.5  # s0 hit, s2 miss
+    markdown = (tmp_path / "s.md").read_text()
+    assert "| m1 | 25% ± 22 (10%), n = 4 | 75% ± 22 (10%), n = 4 |" in markdown
+    assert (tmp_path / "s.png").stat().st_size > 1000
+    empty = cam_scores.write_heatmap_summary([], tmp_path / "e.parquet", tmp_path / "e.md", tmp_path / "e.png")
+    assert empty.is_empty() and "No annotated maps" in (tmp_path / "e.md").read_text()
+
+
+def test_metric_heatmap_numbers_blanks_and_errors():
+    from vlmprobe.figures import metric_heatmap
+
+    table = pl.DataFrame({"model": ["a", "a", "b", "c"], "dataset": ["x", "y", "x", "y"], "acc": [0.9, 0.55, float("nan"), 0.05]})
+    figure = metric_heatmap(table, row="model", column="dataset", value="acc", title="t")
+    ax = figure.axes[0]
+    cells = sorted(text.get_text() for text in ax.texts)
+    assert cells == sorted(["90%", "55%", "—", "—", "—", "5.0%"])  # b/x is NaN, b/y and c/x are missing
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
+    assert len(figure.axes) == 2  # the colour bar
+    figure = metric_heatmap(table.to_pandas(), row="dataset", column="model", value="acc", title="t", fmt="{:.2f}")
+    assert "0.90" in [text.get_text() for text in figure.axes[0].texts]
+    with pytest.raises(ValueError, match="aggregate"):
+        metric_heatmap(pl.concat([table, table]), row="model", column="dataset", value="acc", title="t")
+    with pytest.raises(KeyError, match="f1"):
+        metric_heatmap(table, row="model", column="dataset", value="f1", title="t")

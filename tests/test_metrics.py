@@ -165,7 +165,22 @@ def test_bootstrap_intervals_are_seeded_basic_intervals_with_valid_counts():
 def test_evaluate_reports_everything_and_is_json_safe():
     y, s, p, x = random_case(8)
     result = vm.evaluate(y, s, p, [f"l{i}" for i in range(y.shape[1])], x, n_resamples=50, seed=0)
-    for name in ("inter_class_distance", "intra_class_distance", "distance_ratio", "f1_macro", "f1_micro", "exact_match", "lrap", "coverage_error", "label_ranking_loss", "roc_auc_macro", "silhouette", "davies_bouldin", "fisher_ratio", "distance_ratio_l2"):
+    for name in (
+        "inter_class_distance",
+        "intra_class_distance",
+        "distance_ratio",
+        "f1_macro",
+        "f1_micro",
+        "exact_match",
+        "lrap",
+        "coverage_error",
+        "label_ranking_loss",
+        "roc_auc_macro",
+        "silhouette",
+        "davies_bouldin",
+        "fisher_ratio",
+        "distance_ratio_l2",
+    ):
         assert name in result["metrics"]
     for name in vm.HEADLINE:
         interval = result["confidence_intervals"][name]
@@ -191,3 +206,37 @@ def test_predictions_round_trip_and_are_checked_against_the_manifest(tmp_path):
     assert back.metadata["setting"] == "lp"
     with pytest.raises(VlmprobeError, match="unreadable"):
         vm.read_predictions(tmp_path / "missing.parquet")
+
+
+def test_summary_table_marks_best_and_worst_and_lists_skipped(tmp_path):
+    import polars as pl
+
+    from vlmprobe.multilabel_summary import write_multilabel_summary
+
+    y, s, p, x = random_case(9)
+    classes = [f"l{i}" for i in range(y.shape[1])]
+    paths = []
+    for setting, noise in (("zs", 3.0), ("lp", 0.5), ("ft", 1.0)):
+        scores = s + np.random.default_rng(len(setting) + int(noise * 10)).normal(scale=noise, size=s.shape)
+        result = vm.evaluate(y, scores, scores > 0.6, classes, x if setting != "ft" else x * 2, n_resamples=20)
+        result["metrics"]["wall_time_s"] = {"zs": 6.0, "lp": 30.0, "ft": 600.0}[setting]
+        result.update(dataset="toy", model="m", setting=setting, multilabel=True, n_test=len(y), classes=classes, decision={"description": f"rule of {setting}"})
+        paths.append(tmp_path / f"{setting}.json")
+        paths[-1].write_text(json.dumps(vm.json_safe(result)))
+    skipped = [{"dataset": "toy", "model": "pixels", "setting": "zs", "reason": "no text tower"}]
+    write_multilabel_summary(paths, tmp_path / "s.parquet", tmp_path / "s.csv", tmp_path / "s.md", skipped)
+    table = pl.read_parquet(tmp_path / "s.parquet")
+    assert table["setting"].to_list() == ["zs", "ft", "lp", "zs"]  # the paper's row order; skipped rows last per model
+    assert table.filter(pl.col("status") == "skipped")["reason"].to_list() == ["no text tower"]
+    assert {"f1_macro", "f1_macro_low", "f1_macro_high", "f1_macro_n_valid", "time_min", "distance_ratio"} <= set(table.columns)
+    assert table.filter(pl.col("setting") == "ft")["time_min"][0] == pytest.approx(10.0)
+    markdown = (tmp_path / "s.md").read_text()
+    rows: dict[str, str] = {}
+    for line in markdown.splitlines():  # the first table (the paper's columns) of the group
+        if line.startswith("| *"):
+            rows.setdefault(line.split("|")[1].strip(), line)
+    assert "10.00 ▼" in rows["*ft*"] and "**0.10** ▲" in rows["*zs*"]  # time: lower is better
+    best_f1 = table.filter(pl.col("status") == "ok").sort("f1_macro")["setting"][-1]
+    assert f"**{table.filter(pl.col('setting') == best_f1)['f1_macro'][0]:.3f}** ▲" in markdown
+    assert "zs for pixels on toy: no text tower" in markdown
+    assert (tmp_path / "s.csv").read_text().startswith("dataset,model,setting")

@@ -43,6 +43,7 @@ def test_f1_optimal_thresholds_are_the_best_of_every_candidate():
     s = rng.random((80, 3)) + 0.4 * y
     thresholds = f1_optimal_thresholds(y, s)
     for c in range(3):
+
         def f1(t):
             decided = s[:, c] >= t
             return 2 * (decided & y[:, c]).sum() / (decided.sum() + y[:, c].sum())
@@ -54,11 +55,11 @@ def test_f1_optimal_thresholds_are_the_best_of_every_candidate():
 
 
 def test_thresholds_and_C_come_from_the_training_folds_only():
-    x, y = planted()
+    x, y = planted(n_labels=3)
     train, test = slice(0, 110), slice(110, None)
-    first = fit_probe(x[train], y[train], folds_of(110), x[test], multilabel=True, c_grid=(0.1, 1.0))
+    first = fit_probe(x[train], y[train], folds_of(110, 3), x[test], multilabel=True, c_grid=(0.1, 1.0))
     # other test rows: the decisions change, the choices made on the training folds do not
-    shuffled = fit_probe(x[train], y[train], folds_of(110), x[test][::-1] * 1.3, multilabel=True, c_grid=(0.1, 1.0))
+    shuffled = fit_probe(x[train], y[train], folds_of(110, 3), x[test][::-1] * 1.3, multilabel=True, c_grid=(0.1, 1.0))
     np.testing.assert_array_equal(first.thresholds, shuffled.thresholds)
     assert first.C == shuffled.C
     assert first.cv_average_precision == shuffled.cv_average_precision

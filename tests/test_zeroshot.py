@@ -29,10 +29,7 @@ PREVALENCE = {"opacity": 0.3, "cardiomegaly": 0.25, "effusion": 0.2, "nodule": 0
 
 def synthetic_manifest(folder, n_images, image_size, prevalence=PREVALENCE, seed=0):
     generated = generate_synthetic_cxr(folder / "images", n_images, image_size, seed, prevalence)
-    records = [
-        Record(sample_id=r["sample_id"], path=r["path"], labels=tuple(r["labels"]), boxes=tuple(Box(**b) for b in r["boxes"]))
-        for r in generated
-    ]
+    records = [Record(sample_id=r["sample_id"], path=r["path"], labels=tuple(r["labels"]), boxes=tuple(Box(**b) for b in r["boxes"])) for r in generated]
     table = build_manifest("synthetic-cxr", {"kind": "synthetic-cxr"}, records, True, seed=seed, test_fraction=0.2, n_folds=5)
     path = folder / "manifest.parquet"
     write_manifest(path, table)

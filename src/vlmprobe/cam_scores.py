@@ -31,7 +31,7 @@ miss or as missing, so that dropping such maps cannot flatter a model.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -252,11 +252,15 @@ def _percent(value) -> str:
     return "—" if value is None else f"{value * 100:.0f}%"
 
 
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def heatmap_markdown(summary) -> str:
     """Per dataset: models x settings tables of the pointing game (with chance), IoU and energy fraction."""
     import polars as pl
-
-    from vlmprobe.summary import markdown_table
 
     lines = [
         "# Grad-CAM maps scored against annotations\n",

@@ -115,8 +115,7 @@ def metric_heatmap(
     high = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
     if high <= low:
         high = low + 1e-9
-    colour_map = matplotlib.colormaps[cmap].copy()
-    colour_map.set_bad("white")
+    colour_map = matplotlib.colormaps[cmap].with_extremes(bad="white")
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=colour_map, vmin=low, vmax=high, aspect="auto")
     long_names = max((len(name) for name in columns), default=0) > 8
     ax.set_xticks(range(len(columns)), labels=columns, rotation=30 if long_names else 0, ha="right" if long_names else "center")

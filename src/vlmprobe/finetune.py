@@ -338,6 +338,8 @@ def _run_finetune(
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
         torch.set_rng_state(checkpoint["torch_rng"])
+        if device.startswith("cuda") and checkpoint.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
         state = {key: checkpoint[key] for key in state}
         state["resumed_at"] = [*state["resumed_at"], state["epoch"]]
         log.info("resuming %s from %s after epoch %d", model_id, last_path, state["epoch"])
@@ -384,11 +386,17 @@ def _run_finetune(
         state["epoch"] = epoch + 1
         if improved:
             state.update(best_score=score, best_epoch=epoch + 1, bad_epochs=0)
-            _save_torch(best_path, {"encoder": _trainable_state(module, prefix), "head": {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}, "epoch": epoch + 1})
+            _save_torch(
+                best_path,
+                {"encoder": _trainable_state(module, prefix), "head": {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}, "epoch": epoch + 1},
+            )
         else:
             state["bad_epochs"] += 1
         seconds = time.perf_counter() - epoch_start
-        state["history"] = [*state["history"], {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_loss": val_loss, "val_average_precision": val_ap, "seconds": seconds}]
+        state["history"] = [
+            *state["history"],
+            {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_loss": val_loss, "val_average_precision": val_ap, "seconds": seconds},
+        ]
         state["elapsed_s"] = elapsed_before + (time.perf_counter() - session_start)
         log.info("epoch %d/%d: train loss %.4f, validation loss %.4f, validation mean AP %.4f%s (%.1f s)",
                  epoch + 1, settings.epochs, total / max(seen, 1), val_loss, val_ap, " *" if improved else "", seconds)  # fmt: skip
@@ -402,6 +410,7 @@ def _run_finetune(
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if device.startswith("cuda") else [],
             },
         )
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
@@ -435,9 +444,11 @@ def _run_finetune(
         predicted = apply_thresholds(probabilities[is_test], linear.thresholds)
         decision = {
             "rule": "per-label threshold" if settings.threshold == "tuned" else "fixed threshold",
-            "description": "sigmoid probability >= threshold; thresholds maximise F1 on the validation fold"
-            if settings.threshold == "tuned"
-            else f"sigmoid probability >= {float(settings.threshold)} for every label",
+            "description": (
+                "sigmoid probability >= threshold; thresholds maximise F1 on the validation fold"
+                if settings.threshold == "tuned"
+                else f"sigmoid probability >= {float(settings.threshold)} for every label"
+            ),
             "thresholds": dict(zip(classes, map(float, linear.thresholds), strict=True)),
         }
     else:
@@ -465,7 +476,10 @@ def _run_finetune(
         "loss_weights": loss_weights,
         "epochs_run": int(state["epoch"]),
         "best_epoch": state["best_epoch"],
-        "best_validation_score": {"monitor": settings.monitor, "value": state["best_score"] if settings.monitor == "average_precision" else -state["best_score"]},
+        "best_validation_score": {
+            "monitor": settings.monitor,
+            "value": state["best_score"] if settings.monitor == "average_precision" else -state["best_score"],
+        },
         "stopped_early": bool(stopped_early),
         "resumed_after_epochs": list(state["resumed_at"]),
         "history": state["history"],
@@ -512,7 +526,21 @@ def _run_finetune(
                 "score_kind": "probability",
                 "decision": decision,
                 "wall_time_s": wall_seconds,
-                "details": {key: info[key] for key in ("settings", "epochs_run", "best_epoch", "stopped_early", "train_time_s", "embed_time_s", "device", "precision", "loss", "loss_weights")},
+                "details": {
+                    key: info[key]
+                    for key in (
+                        "settings",
+                        "epochs_run",
+                        "best_epoch",
+                        "stopped_early",
+                        "train_time_s",
+                        "embed_time_s",
+                        "device",
+                        "precision",
+                        "loss",
+                        "loss_weights",
+                    )
+                },
             },
         ),
     )
@@ -566,7 +594,9 @@ def load_finetuned(encoder_path: str | Path, head_path: str | Path, device: str 
     with safe_open(str(encoder_path), framework="pt") as handle:
         metadata = handle.metadata() or {}
     if not str(metadata.get("format", "")).startswith("vlmprobe-finetune-"):
-        raise VlmprobeError(f"{str(encoder_path)!r} is not a vlmprobe fine-tuned encoder (no format metadata).", "point at the finetune job's encoder.safetensors.")
+        raise VlmprobeError(
+            f"{str(encoder_path)!r} is not a vlmprobe fine-tuned encoder (no format metadata).", "point at the finetune job's encoder.safetensors."
+        )
     spec = json.loads(metadata["spec"])
     encoder = load_encoder(metadata["model_id"], spec, device)
     _load_trainable(encoder.image_module, load_state_dict(encoder_path), metadata.get("prefix", ""), str(encoder_path))

@@ -335,7 +335,9 @@ def weighted_auc_ap(positive: np.ndarray, scores: np.ndarray, weights: np.ndarra
     return auc, ap
 
 
-def weighted_classification(indicator: np.ndarray, scores: np.ndarray, predicted: np.ndarray, weights: np.ndarray, ranking: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def weighted_classification(
+    indicator: np.ndarray, scores: np.ndarray, predicted: np.ndarray, weights: np.ndarray, ranking: dict[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """The classification metrics of :data:`HEADLINE` for each row of ``weights`` (B, n); NaN = undefined."""
     y = indicator.astype(np.float64)
     p = predicted.astype(np.float64)
@@ -426,8 +428,19 @@ def bootstrap_weights(n_samples: int, n_resamples: int, seed: int) -> np.ndarray
 BOUNDS: dict[str, tuple[float, float]] = {
     name: (0.0, 1.0)
     for name in (
-        "f1_macro", "f1_micro", "f1_samples", "precision_macro", "recall_macro", "exact_match", "hamming_loss",
-        "lrap", "label_ranking_loss", "roc_auc_macro", "roc_auc_micro", "average_precision_macro", "average_precision_micro",
+        "f1_macro",
+        "f1_micro",
+        "f1_samples",
+        "precision_macro",
+        "recall_macro",
+        "exact_match",
+        "hamming_loss",
+        "lrap",
+        "label_ranking_loss",
+        "roc_auc_macro",
+        "roc_auc_micro",
+        "average_precision_macro",
+        "average_precision_micro",
     )
 } | {"inter_class_distance": (0.0, math.inf), "intra_class_distance": (0.0, math.inf), "distance_ratio": (0.0, math.inf)}
 """Natural ranges: interval ends are clipped to them (coverage error and label counts: [0, number of labels])."""

@@ -91,7 +91,11 @@ def build_table(results: Sequence[dict[str, Any]], skipped: Sequence[dict[str, A
     rows = sorted(rows, key=lambda r: (str(r["dataset"]), str(r["model"]), _setting_rank(str(r["setting"]))))
     integer = {"n_test", "roc_auc_n_labels", "separation_n_samples", "separation_n_classes"}
     schema = {
-        name: pl.String if name in TEXT_COLUMNS else pl.Boolean if name == "multilabel" else pl.Int64 if name in integer or name.endswith("_n_valid") else pl.Float64
+        name: (
+            pl.String
+            if name in TEXT_COLUMNS
+            else pl.Boolean if name == "multilabel" else pl.Int64 if name in integer or name.endswith("_n_valid") else pl.Float64
+        )
         for name in columns
     }
     return pl.DataFrame([{name: row.get(name) for name in columns} for row in rows], schema=schema, orient="row")

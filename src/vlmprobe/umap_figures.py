@@ -141,7 +141,14 @@ def plot_grid(result: Any, labels_for_colour: Sequence[str], title: str, *, orde
             if j == 0:
                 ax.set_ylabel(f"n_neighbors = {k}", fontsize=9)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1 - legend_width / fig.get_figwidth(), 0.98))
+    params = getattr(result, "params", {}) or {}
+    fig.text(
+        0.01, 0.003,
+        f"T: trustworthiness ({params.get('trust_n_neighbors', '?')} neighbours, {params.get('trust_subsample', '?')} points); "
+        f"S: silhouette of the classes on the 2-D layout. UMAP metric={params.get('metric', 'cosine')}, seed={params.get('seed', '?')}.",
+        fontsize=7, va="bottom", ha="left", color="0.3",
+    )
+    fig.tight_layout(rect=(0, 0.015, 1 - legend_width / fig.get_figwidth(), 0.98))
     _legend(fig, names, colours, legend_title)
     return fig
 

@@ -71,7 +71,9 @@ def render_prompts(classes: Sequence[str], templates: Sequence[str], label_text:
         raise VlmprobeError(f"Zero-shot template(s) {missing} in {where} have no '{{label}}' placeholder.", "write '{label}' where the class name goes.")
     unknown = sorted(set(label_text or {}) - set(classes))
     if unknown:
-        raise VlmprobeError(f"Zero-shot label_text of {where} names label(s) {unknown} that the dataset does not have.", f"use only these labels: {list(classes)}.")
+        raise VlmprobeError(
+            f"Zero-shot label_text of {where} names label(s) {unknown} that the dataset does not have.", f"use only these labels: {list(classes)}."
+        )
     return [[template.replace("{label}", label_phrase(name, label_text)) for template in templates] for name in classes]
 
 
@@ -101,7 +103,9 @@ def cosine_scores(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> 
     return _normalise(image_embeddings) @ _normalise(text_embeddings).T
 
 
-def decide(cosines: np.ndarray, multilabel: bool, rule: str = "sigmoid", threshold: float = 0.5, logit_scale: float = 100.0, logit_bias: float = 0.0) -> np.ndarray:
+def decide(
+    cosines: np.ndarray, multilabel: bool, rule: str = "sigmoid", threshold: float = 0.5, logit_scale: float = 100.0, logit_bias: float = 0.0
+) -> np.ndarray:
     """0/1 decisions from cosine similarities (see the module docstring for the rules)."""
     from vlmprobe.probes.multilabel import sigmoid, softmax
 

@@ -171,7 +171,10 @@ rule summary_heatmaps:
 def heatmap_summary_targets():
     if not HEATMAP_JOBS:
         return []
-    return [PATHS[key] for key in ("summary_heatmaps", "summary_heatmaps_md", "summary_heatmaps_png")]
+    return [
+        PATHS[key]
+        for key in ("summary_heatmaps", "summary_heatmaps_md", "summary_heatmaps_png")
+    ]
 
 
 TARGET_FUNCTIONS.append(heatmap_summary_targets)

@@ -16,13 +16,18 @@ PATHS.update(
     }
 )
 HEATMAPS = config["heatmaps"]
-HEATMAP_SETTINGS = [setting for setting in ("zs", "lp", "ft") if setting in HEATMAPS["settings"]]
+HEATMAP_SETTINGS = [
+    setting for setting in ("zs", "lp", "ft") if setting in HEATMAPS["settings"]
+]
 
 
 def _heatmap_names(key, names, known, what):
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise VlmprobeError(f"`heatmaps: {key}` names {what}(s) {unknown} that config.yaml does not define.", f"use names from `{what}s:`: {known}.")
+        raise VlmprobeError(
+            f"`heatmaps: {key}` names {what}(s) {unknown} that config.yaml does not define.",
+            f"use names from `{what}s:`: {known}.",
+        )
     return list(names)
 
 
@@ -33,13 +38,24 @@ def _has_layers(model):
 HEATMAP_DATASETS = (
     []
     if not HEATMAPS["enabled"]
-    else STUDY_DATASETS if HEATMAPS["datasets"] is None else _heatmap_names("datasets", HEATMAPS["datasets"], DATASETS, "dataset")
+    else (
+        STUDY_DATASETS
+        if HEATMAPS["datasets"] is None
+        else _heatmap_names("datasets", HEATMAPS["datasets"], DATASETS, "dataset")
+    )
 )
-HEATMAP_MODELS = [m for m in MODELS if _has_layers(m)] if HEATMAPS["models"] is None else _heatmap_names("models", HEATMAPS["models"], MODELS, "model")
+HEATMAP_MODELS = (
+    [m for m in MODELS if _has_layers(m)]
+    if HEATMAPS["models"] is None
+    else _heatmap_names("models", HEATMAPS["models"], MODELS, "model")
+)
 _heatmap_names("target_layers", list(HEATMAPS["target_layers"]), MODELS, "model")
 for _model in HEATMAP_MODELS:
     if not _has_layers(_model):
-        raise VlmprobeError(f"`heatmaps: models` lists {_model!r}, the pixels baseline: it has no layers to attribute.", "leave it out of `heatmaps: models`.")
+        raise VlmprobeError(
+            f"`heatmaps: models` lists {_model!r}, the pixels baseline: it has no layers to attribute.",
+            "leave it out of `heatmaps: models`.",
+        )
 
 
 def heatmap_skip_reason(model, setting):
@@ -76,7 +92,10 @@ def heatmap_options(wildcards):
     return {
         "method": HEATMAPS["method"],
         "target_layer": HEATMAPS["target_layers"].get(wildcards.model),
-        **{key: HEATMAPS[key] for key in ("max_annotated", "n_random", "iou_threshold", "threshold_rule")},
+        **{
+            key: HEATMAPS[key]
+            for key in ("max_annotated", "n_random", "iou_threshold", "threshold_rule")
+        },
     }
 
 
@@ -94,64 +113,81 @@ rule heatmaps:
     output:
         maps_dir=directory(PATHS["heatmap_maps"]),
         scores=PATHS["heatmap_scores"],
-    params:
-        spec=model_spec,
-        options=heatmap_options,
-        zero_shot=lambda wildcards: zero_shot_prompts(wildcards) if wildcards.setting == "zs" else None,
-        seed=config["seed"],
-    wildcard_constraints:
-        setting="zs|lp|ft",
     log:
         log_path("heatmaps", "{dataset}/{model}/{setting}"),
     benchmark:
         benchmark_path("heatmaps", "{dataset}/{model}/{setting}")
+    wildcard_constraints:
+        setting="zs|lp|ft",
+    conda:
+        "../../envs/finetune.yaml"
     threads: 2
     resources:
         gpu=1 if HEATMAPS["gpu"] else 0,
         mem_mb=lambda wildcards, attempt: 8192 * attempt,
         runtime=heatmap_runtime_min,
-    conda:
-        "../../envs/finetune.yaml"
+    params:
+        spec=model_spec,
+        options=heatmap_options,
+        zero_shot=lambda wildcards: (
+            zero_shot_prompts(wildcards) if wildcards.setting == "zs" else None
+        ),
+        seed=config["seed"],
     script:
         "../../scripts/heatmaps.py"
 
 
 def comparison_settings(wildcards):
-    return [s for d, m, s in HEATMAP_JOBS if d == wildcards.dataset and m == wildcards.model]
+    return [
+        s for d, m, s in HEATMAP_JOBS if d == wildcards.dataset and m == wildcards.model
+    ]
 
 
 rule heatmap_comparison:
     # The paper's figure: the same annotated images under each setting's map.
     input:
         manifest=PATHS["manifest"],
-        maps_dirs=lambda wildcards: [PATHS["heatmap_maps"].format(setting=s, **wildcards) for s in comparison_settings(wildcards)],
+        maps_dirs=lambda wildcards: [
+            PATHS["heatmap_maps"].format(setting=s, **wildcards)
+            for s in comparison_settings(wildcards)
+        ],
     output:
         report(
             PATHS["heatmap_comparison"],
             caption="../report/heatmap.rst",
-            category="Heatmaps",
+            category="Grad-CAM",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "model": "{model}"},
         ),
-    params:
-        settings=comparison_settings,
     log:
         log_path("heatmap_comparison", "{dataset}/{model}"),
     localrule: True
     conda:
         "../../envs/finetune.yaml"
+    params:
+        settings=comparison_settings,
     script:
         "../../scripts/heatmap_comparison.py"
 
 
 def heatmap_scores():
-    return [PATHS["heatmap_scores"].format(dataset=d, model=m, setting=s) for d, m, s in HEATMAP_JOBS]
+    return [
+        PATHS["heatmap_scores"].format(dataset=d, model=m, setting=s)
+        for d, m, s in HEATMAP_JOBS
+    ]
 
 
 def heatmap_targets():
-    targets = [PATHS["heatmap_maps"].format(dataset=d, model=m, setting=s) for d, m, s in HEATMAP_JOBS] + heatmap_scores()
+    targets = [
+        PATHS["heatmap_maps"].format(dataset=d, model=m, setting=s)
+        for d, m, s in HEATMAP_JOBS
+    ] + heatmap_scores()
     pairs = sorted({(d, m) for d, m, _ in HEATMAP_JOBS})
-    targets += [PATHS["heatmap_comparison"].format(dataset=d, model=m) for d, m in pairs if len([1 for j in HEATMAP_JOBS if j[:2] == (d, m)]) >= 2]
+    targets += [
+        PATHS["heatmap_comparison"].format(dataset=d, model=m)
+        for d, m in pairs
+        if len([1 for j in HEATMAP_JOBS if j[:2] == (d, m)]) >= 2
+    ]
     return targets
 
 

@@ -31,14 +31,21 @@ def setting_path(key, setting):
 def _named(key, names, known, what):
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise VlmprobeError(f"`multilabel: {key}` names {what} {unknown} that config.yaml does not define.", f"use names from `{what}s:`: {known}.")
+        raise VlmprobeError(
+            f"`multilabel: {key}` names {what} {unknown} that config.yaml does not define.",
+            f"use names from `{what}s:`: {known}.",
+        )
     return list(names)
 
 
 STUDY_DATASETS = (
     []
     if not MULTILABEL["enabled"]
-    else _named("datasets", MULTILABEL["datasets"], DATASETS, "dataset") if MULTILABEL["datasets"] is not None else MULTILABEL_DATASETS
+    else (
+        _named("datasets", MULTILABEL["datasets"], DATASETS, "dataset")
+        if MULTILABEL["datasets"] is not None
+        else MULTILABEL_DATASETS
+    )
 )
 FINETUNE_MODELS = (
     [m for m in MODELS if supports_finetuning(config["models"][m])]
@@ -69,7 +76,9 @@ def setting_skip_reason(model, setting):
 
 def multilabel_results():
     return [
-        PATHS["multilabel_metrics"].format(dataset=dataset, model=model, setting=setting)
+        PATHS["multilabel_metrics"].format(
+            dataset=dataset, model=model, setting=setting
+        )
         for dataset in STUDY_DATASETS
         for model in MODELS
         for setting in SETTINGS
@@ -90,17 +99,23 @@ def multilabel_skipped():
 def zero_shot_prompts(wildcards):
     block = MULTILABEL["zero_shot"]
     return {
-        "templates": list(block["dataset_templates"].get(wildcards.dataset, block["templates"])),
+        "templates": list(
+            block["dataset_templates"].get(wildcards.dataset, block["templates"])
+        ),
         "label_text": dict(block["label_text"].get(wildcards.dataset, {})),
     }
 
 
 def metrics_embeddings(wildcards):
     """zs and lp are scored on the frozen embeddings, ft on its own fine-tuned ones."""
-    return PATHS["finetune_embedding"] if wildcards.setting == "ft" else PATHS["embedding"]
+    return (
+        PATHS["finetune_embedding"] if wildcards.setting == "ft" else PATHS["embedding"]
+    )
 
 
-def runtime_free(block, runtime_keys=("enabled", "models", "device", "num_workers", "progress")):
+def runtime_free(
+    block, runtime_keys=("enabled", "models", "device", "num_workers", "progress")
+):
     return {key: value for key, value in block.items() if key not in runtime_keys}
 
 
@@ -111,21 +126,21 @@ rule multilabel_lp:
     output:
         predictions=setting_path("multilabel_predictions", "lp"),
         head=PATHS["multilabel_lp_head"],
-    params:
-        spec=model_spec,
-        settings=runtime_free(MULTILABEL["linear_probe"]),
     log:
         log_path("multilabel_lp", "{dataset}/{model}"),
     benchmark:
         benchmark_path("multilabel_lp", "{dataset}/{model}")
-    threads: 2
-    resources:
-        mem_mb=cpu_mem_mb,
-        runtime=cpu_runtime_min,
     group:
         "analysis"
     conda:
         "../../envs/analysis.yaml"
+    threads: 2
+    resources:
+        mem_mb=cpu_mem_mb,
+        runtime=cpu_runtime_min,
+    params:
+        spec=model_spec,
+        settings=runtime_free(MULTILABEL["linear_probe"]),
     script:
         "../../scripts/multilabel_lp.py"
 
@@ -139,22 +154,25 @@ rule zero_shot:
         weights=model_weight_inputs,
     output:
         predictions=setting_path("multilabel_predictions", "zs"),
-    params:
-        spec=model_spec,
-        prompts=zero_shot_prompts,
-        decision={"rule": MULTILABEL["zero_shot"]["rule"], "threshold": MULTILABEL["zero_shot"]["threshold"]},
     log:
         log_path("zero_shot", "{dataset}/{model}"),
     benchmark:
         benchmark_path("zero_shot", "{dataset}/{model}")
+    group:
+        "analysis"
+    conda:
+        "../../envs/finetune.yaml"  # torch + open_clip for the text tower, scikit-learn + polars for tables
     threads: 2
     resources:
         mem_mb=cpu_mem_mb,
         runtime=cpu_runtime_min,
-    group:
-        "analysis"
-    conda:
-        "../../envs/embed.yaml"
+    params:
+        spec=model_spec,
+        prompts=zero_shot_prompts,
+        decision={
+            "rule": MULTILABEL["zero_shot"]["rule"],
+            "threshold": MULTILABEL["zero_shot"]["threshold"],
+        },
     script:
         "../../scripts/zero_shot.py"
 
@@ -171,21 +189,21 @@ rule finetune:
         info=PATHS["finetune_info"],
         embeddings=PATHS["finetune_embedding"],
         predictions=setting_path("multilabel_predictions", "ft"),
-    params:
-        spec=model_spec,
-        settings=runtime_free(MULTILABEL["finetune"]),
-        seed=config["seed"],
     log:
         log_path("finetune", "{dataset}/{model}"),
     benchmark:
         benchmark_path("finetune", "{dataset}/{model}")
+    conda:
+        "../../envs/finetune.yaml"
     threads: 4
     resources:
         gpu=1,
         mem_mb=gpu_mem_mb,
         runtime=finetune_runtime_min,
-    conda:
-        "../../envs/finetune.yaml"
+    params:
+        spec=model_spec,
+        settings=runtime_free(MULTILABEL["finetune"]),
+        seed=config["seed"],
     script:
         "../../scripts/finetune.py"
 
@@ -197,22 +215,24 @@ rule multilabel_metrics:
         embeddings=metrics_embeddings,
     output:
         PATHS["multilabel_metrics"],
-    params:
-        bootstrap={**MULTILABEL["bootstrap"], "seed": config["seed"]},
-        expected_spec=lambda wildcards: None if wildcards.setting == "ft" else config["models"][wildcards.model],
-    wildcard_constraints:
-        setting="zs|lp|ft",
     log:
         log_path("multilabel_metrics", "{dataset}/{model}/{setting}"),
     benchmark:
         benchmark_path("multilabel_metrics", "{dataset}/{model}/{setting}")
-    threads: 1
-    resources:
-        mem_mb=cpu_mem_mb,
-        runtime=cpu_runtime_min,
+    wildcard_constraints:
+        setting="zs|lp|ft",
     group:
         "analysis"
     conda:
         "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=cpu_mem_mb,
+        runtime=cpu_runtime_min,
+    params:
+        bootstrap={**MULTILABEL["bootstrap"], "seed": config["seed"]},
+        expected_spec=lambda wildcards: (
+            None if wildcards.setting == "ft" else config["models"][wildcards.model]
+        ),
     script:
         "../../scripts/multilabel_metrics.py"

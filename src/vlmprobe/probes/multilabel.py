@@ -302,9 +302,7 @@ def run_probe_files(
     is_test = np.asarray(manifest["split"].to_list()) == "test"
     folds = manifest["fold"].to_numpy()
     seed = int(manifest_meta.get("seed", 0))
-    result = fit_probe(
-        matrix[~is_test], indicator[~is_test], folds[~is_test].astype(int), matrix[is_test], multilabel, c_grid, threshold, seed, n_jobs
-    )
+    result = fit_probe(matrix[~is_test], indicator[~is_test], folds[~is_test].astype(int), matrix[is_test], multilabel, c_grid, threshold, seed, n_jobs)
     seconds = time.perf_counter() - started
     log.info("linear probe: C=%g, %d test samples, %.1f s", result.C, int(is_test.sum()), seconds)
     decision = (
@@ -312,9 +310,11 @@ def run_probe_files(
         if not multilabel
         else {
             "rule": "per-label threshold" if threshold == "tuned" else "fixed threshold",
-            "description": "probability >= threshold; thresholds maximise F1 on out-of-fold predictions of the training folds"
-            if threshold == "tuned"
-            else f"probability >= {float(threshold)} for every label",
+            "description": (
+                "probability >= threshold; thresholds maximise F1 on out-of-fold predictions of the training folds"
+                if threshold == "tuned"
+                else f"probability >= {float(threshold)} for every label"
+            ),
             "thresholds": dict(zip(classes, map(float, result.thresholds), strict=True)),
         }
     )
@@ -347,6 +347,14 @@ def run_probe_files(
     )
     save_head(
         head_path,
-        LinearHead(weight=result.weight, bias=result.bias, classes=classes, multilabel=multilabel, thresholds=result.thresholds, source="linear_probe", details={**(identity or {}), **details}),
+        LinearHead(
+            weight=result.weight,
+            bias=result.bias,
+            classes=classes,
+            multilabel=multilabel,
+            thresholds=result.thresholds,
+            source="linear_probe",
+            details={**(identity or {}), **details},
+        ),
     )
     return result
