@@ -1,12 +1,12 @@
 """Snakemake entry point: every UMAP quality table -> one summary table."""
 
 from vlmprobe.runner import run_script
-from vlmprobe.umap_stage import quality_summary
+from vlmprobe.summary import umap_quality_summary
 
 
 def main(smk):
     keys = [tuple(key) for key in smk.params.tables]
-    quality_summary(
+    umap_quality_summary(
         dict(zip(keys, smk.input.quality)),
         table_path=smk.output.table,
         csv_path=smk.output.csv,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from vlmprobe.io import save_figure, write_parquet, write_text
+from vlmprobe.io import save_figure
 
 log = logging.getLogger(__name__)
 
@@ -93,35 +93,3 @@ def dataset_summary(
         row = frame.filter((pl.col("n_neighbors") == k) & (pl.col("min_dist") == m)).row(0, named=True)
         quality[model] = (row["trustworthiness"], row["silhouette"])
     save_figure(figure_path, plot_models_at_cell(per_model, n_neighbors, min_dist, title, quality=quality, seed=seed))
-
-
-def quality_summary(quality_paths: dict[tuple[str, str], str], table_path, csv_path, markdown_path, html_path) -> pl.DataFrame:
-    """Every cell's quality, one row per (dataset, model, n_neighbors, min_dist), plus the best cell per table."""
-    from vlmprobe.summary import html_table, markdown_table
-
-    frames = [
-        pl.read_parquet(path).with_columns(pl.lit(dataset).alias("dataset"), pl.lit(model).alias("model"))
-        for (dataset, model), path in sorted(quality_paths.items())
-    ]
-    table = pl.concat(frames).select("dataset", "model", "n_neighbors", "min_dist", "trustworthiness", "silhouette")
-    write_parquet(table_path, table)
-    write_text(csv_path, table.write_csv())
-    best = (
-        table.sort("trustworthiness", descending=True)
-        .group_by("dataset", "model", maintain_order=True)
-        .first()
-        .sort("dataset", "model")
-    )
-    header = ["dataset", "model", "most faithful cell (n_neighbors, min_dist)", "trustworthiness", "silhouette there", "best silhouette"]
-    best_silhouette = table.group_by("dataset", "model").agg(pl.col("silhouette").max().alias("best_silhouette"))
-    rows = [
-        [r["dataset"], r["model"], f"({r['n_neighbors']}, {r['min_dist']:g})", f"{r['trustworthiness']:.3f}", f"{r['silhouette']:.3f}", f"{b:.3f}"]
-        for r, b in zip(
-            best.iter_rows(named=True),
-            best.join(best_silhouette, on=["dataset", "model"], how="left")["best_silhouette"].to_list(),
-        )
-    ]
-    title = "UMAP grid quality (trustworthiness: scikit-learn, cosine input space; silhouette of the classes on the 2-D layout)"
-    write_text(markdown_path, f"# {title}\n\n" + markdown_table(header, rows))
-    write_text(html_path, html_table(title, header, rows))
-    return table
