@@ -10,9 +10,11 @@ Model: timm's ``test_resnet`` (0.37 M parameters) at 64 px with ``output_stride:
 is an 8 x 8 map rather than 2 x 2 (a 2 x 2 map cannot point at anything smaller than a quadrant).
 Findings are planted at prevalence 0.35 each so a few hundred images hold enough of every finding.
 
-Measured (seed 0, 2 CPU threads): pointing game 0.37 for the fine-tuned model against 0.05 for the
-random one, chance (mean box area fraction) 0.07; per finding, pneumothorax and effusion are found
-most often, the 4-7 px nodules never at 64 px. The assertions leave wide margins around these.
+Measured (seed 0, 2 CPU threads; training is bit-identical from run to run on CPU), over 61 scored maps
+of 32 held-out images: pointing game 0.375 for the fine-tuned model (best of 4 epochs by validation AP)
+against 0.049 for the random-initialised one, chance (mean box area fraction) 0.067. Per finding, fine-tuned:
+cardiomegaly 1.0, effusion 0.5, opacity 0.17, pneumothorax 0.16, nodule 0.09 (4-7 px nodules at 64 px).
+A fifth epoch lifts it to 0.49; the assertions leave wide margins around these. ~140 CPU-seconds.
 """
 
 from __future__ import annotations
@@ -21,9 +23,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
-import pytest
 import torch
 
 from vlmprobe.datasets.manifest import build_manifest, write_manifest

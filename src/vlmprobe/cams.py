@@ -640,7 +640,6 @@ def run_heatmaps(
     from pathlib import Path
 
     import polars as pl
-    import pyarrow as pa
 
     from vlmprobe import cam_figures, cam_scores
     from vlmprobe.datasets.manifest import read_manifest

@@ -561,14 +561,10 @@ def _plain(value: Any) -> Any:
 
 
 def _write_encoder(path: Path, state: dict[str, Any], model_id: str, spec: dict[str, Any], prefix: str) -> None:
-    from safetensors.torch import save_file
+    from vlmprobe.io import write_safetensors
 
-    from vlmprobe.io import atomic_path
-
-    tensors = {key: value.contiguous() for key, value in state.items()}
     metadata = {"model_id": model_id, "spec": json.dumps(spec, sort_keys=True), "prefix": prefix, "format": f"vlmprobe-finetune-{FORMAT_VERSION}"}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_safetensors(path, {key: value.contiguous() for key, value in state.items()}, metadata)
 
 
 @dataclass

@@ -526,7 +526,18 @@ def evaluate(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> dict[str, Any]:
-    """Point estimates, per-label table and bootstrap intervals of one setting on its test samples."""
+    """Point estimates, per-label table and bootstrap intervals of one setting on its test samples.
+
+    BLAS runs single-threaded: the bootstrap's matrix products are small and many, where thread
+    synchronisation costs more than it saves.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _evaluate(indicator, scores, predicted, classes, embeddings, n_resamples, seed, confidence)
+
+
+def _evaluate(indicator, scores, predicted, classes, embeddings, n_resamples, seed, confidence) -> dict[str, Any]:
     indicator = np.asarray(indicator, dtype=bool)
     scores = np.asarray(scores, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=bool)

@@ -159,7 +159,19 @@ def fit_probe(
     seed: int = 0,
     n_jobs: int = 1,
 ) -> ProbeResult:
-    """Choose C on the folds, tune thresholds on out-of-fold predictions, refit, score the test rows."""
+    """Choose C on the folds, tune thresholds on out-of-fold predictions, refit, score the test rows.
+
+    BLAS runs single-threaded here: the matrices of one logistic regression are small, and a
+    multi-threaded BLAS spends 10-20x more time synchronising threads than computing (measured: 8.8 s
+    against 0.7 s of CPU for 30 fits on 384 x 64 features); ``n_jobs`` parallelises over folds instead.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit_probe(train_x, train_indicator, train_folds, test_x, multilabel, c_grid, threshold, seed, n_jobs)
+
+
+def _fit_probe(train_x, train_indicator, train_folds, test_x, multilabel, c_grid, threshold, seed, n_jobs) -> ProbeResult:
     from sklearn.model_selection import PredefinedSplit, cross_val_predict
 
     folds = np.asarray(train_folds)
@@ -236,9 +248,7 @@ class LinearHead:
 
 
 def save_head(path: str | Path, head: LinearHead) -> None:
-    from safetensors.numpy import save_file
-
-    from vlmprobe.io import atomic_path
+    from vlmprobe.io import write_safetensors
 
     tensors = {"weight": np.ascontiguousarray(head.weight, dtype=np.float32), "bias": np.ascontiguousarray(head.bias, dtype=np.float32)}
     if head.thresholds is not None:
@@ -250,8 +260,7 @@ def save_head(path: str | Path, head: LinearHead) -> None:
         "source": head.source,
         "details": json.dumps(head.details, sort_keys=True, default=str),
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_safetensors(path, tensors, metadata)
 
 
 def load_head(path: str | Path) -> LinearHead:
