@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Any
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str], fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` if the block succeeds.
@@ -34,6 +40,9 @@ def atomic_path(target: str | os.PathLike[str], fsync: bool = True) -> Iterator[
         if fsync:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
+        # mkstemp creates 0600 files; give outputs the permissions any other new file would get, so
+        # collaborators sharing a results folder on a cluster can read them
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, target)
     finally:
         if tmp.exists():

@@ -7,6 +7,7 @@ Protocol, on one cached embedding table (no model is loaded):
   ``class_weight='balanced'`` (positives weigh ``n / (2 n_pos)``), so a rare label is not ignored.
   **Multi-class** data: one multinomial (softmax / cross-entropy) logistic regression with balanced class
   weights; the decision is the arg-max.
+* **Solver**: Newton-CG (:data:`SOLVER`), up to 2,000 iterations.
 * **Regularisation** ``C`` is chosen from a small grid by the manifest's cross-validation folds of the
   training rows: each fold's model scores its held-out fold (out-of-fold predictions), and the ``C`` with
   the best mean average precision over labels wins (threshold-free, robust to imbalance; ties -> the
@@ -38,6 +39,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_C_GRID = (0.01, 0.1, 1.0)
 MAX_ITER = 2000
+SOLVER = "newton-cg"
+"""Newton-CG solves the same convex problem as scikit-learn's default lbfgs in ~10 Newton steps; lbfgs
+needed hundreds of iterations on folds with fewer samples than features (1,024-D pixels, 384 rows) and
+took 6x the CPU time for the same optimum."""
+PARALLEL_MIN_WORK = 20_000_000
+"""Folds are fitted in parallel worker processes only above this many (rows x features x labels): a
+worker's start-up (importing scikit-learn) costs more than a small probe."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -124,7 +132,7 @@ def _estimator(C: float, multilabel: bool, seed: int):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    logistic = LogisticRegression(C=C, class_weight="balanced", max_iter=MAX_ITER, random_state=seed)
+    logistic = LogisticRegression(C=C, class_weight="balanced", max_iter=MAX_ITER, random_state=seed, solver=SOLVER)
     return make_pipeline(StandardScaler(), OneVsRestClassifier(logistic) if multilabel else logistic)
 
 
@@ -178,6 +186,8 @@ def _fit_probe(train_x, train_indicator, train_folds, test_x, multilabel, c_grid
     if len(np.unique(folds)) < 2:
         raise VlmprobeError("The training rows of the manifest have fewer than two CV folds.", "rebuild the manifest with `split: n_folds: 5`.")
     cv = PredefinedSplit(folds)
+    if train_x.size * train_indicator.shape[1] < PARALLEL_MIN_WORK:
+        n_jobs = 1
     target = _target(train_indicator, multilabel)
     out_of_fold: dict[float, np.ndarray] = {}
     cv_ap: dict[float, float] = {}
