@@ -20,13 +20,13 @@ rule summary_linear_probe:
             category="Heatmaps",
             subcategory="Linear probe",
         ),
-    params:
-        skipped_multilabel=MULTILABEL_DATASETS,
     log:
         log_path("summary_linear_probe", "summary"),
     localrule: True
     conda:
         "../../envs/summary.yaml"
+    params:
+        skipped_multilabel=MULTILABEL_DATASETS,
     script:
         "../../scripts/summary_linear_probe.py"
 
@@ -34,7 +34,16 @@ rule summary_linear_probe:
 def linear_probe_summary_targets():
     if not (config["linear_probe"]["enabled"] and MULTICLASS_DATASETS):
         return []
-    return [PATHS[key] for key in ("summary_linear_probe", "summary_linear_probe_csv", "summary_linear_probe_md", "summary_linear_probe_html", "summary_linear_probe_png")]
+    return [
+        PATHS[key]
+        for key in (
+            "summary_linear_probe",
+            "summary_linear_probe_csv",
+            "summary_linear_probe_md",
+            "summary_linear_probe_html",
+            "summary_linear_probe_png",
+        )
+    ]
 
 
 TARGET_FUNCTIONS.append(linear_probe_summary_targets)
@@ -61,16 +70,16 @@ rule reference_linear_probe:
             category="Summary",
         ),
         markdown=PATHS["reference_linear_probe_md"],
-    params:
-        kind="linear_probe",
-        block=lambda wildcards: config["reference"]["linear_probe"],
-        datasets=MULTICLASS_DATASETS,
-        models=MODELS,
     log:
         log_path("reference_linear_probe", "summary"),
     localrule: True
     conda:
         "../../envs/summary.yaml"
+    params:
+        kind="linear_probe",
+        block=lambda wildcards: config["reference"]["linear_probe"],
+        datasets=MULTICLASS_DATASETS,
+        models=MODELS,
     script:
         "../../scripts/reference_compare.py"
 
@@ -91,6 +100,11 @@ rule reference_multilabel:
             category="Summary",
         ),
         markdown=PATHS["reference_multilabel_md"],
+    log:
+        log_path("reference_multilabel", "summary"),
+    localrule: True
+    conda:
+        "../../envs/summary.yaml"
     params:
         kind="settings",
         block=lambda wildcards: config["reference"]["multilabel"],
@@ -99,11 +113,6 @@ rule reference_multilabel:
             if config["reference"]["multilabel"]["ours"] in PATHS
             else f"not run: the workflow has no {config['reference']['multilabel']['ours']!r} summary"
         ),
-    log:
-        log_path("reference_multilabel", "summary"),
-    localrule: True
-    conda:
-        "../../envs/summary.yaml"
     script:
         "../../scripts/reference_compare.py"
 
@@ -131,13 +140,13 @@ rule summary_multilabel:
         table=PATHS["summary_multilabel"],
         csv=PATHS["summary_multilabel_csv"],
         markdown=PATHS["summary_multilabel_md"],
-    params:
-        skipped=lambda wildcards: multilabel_skipped(),
     log:
         log_path("summary_multilabel", "summary"),
     localrule: True
     conda:
         "../../envs/summary.yaml"
+    params:
+        skipped=lambda wildcards: multilabel_skipped(),
     script:
         "../../scripts/summary_multilabel.py"
 
@@ -145,7 +154,14 @@ rule summary_multilabel:
 def multilabel_summary_targets():
     if not STUDY_DATASETS:
         return []
-    return [PATHS[key] for key in ("summary_multilabel", "summary_multilabel_csv", "summary_multilabel_md")]
+    return [
+        PATHS[key]
+        for key in (
+            "summary_multilabel",
+            "summary_multilabel_csv",
+            "summary_multilabel_md",
+        )
+    ]
 
 
 TARGET_FUNCTIONS.append(multilabel_summary_targets)
@@ -193,12 +209,12 @@ rule summary_umap:
             category="Summary tables",
             subcategory="UMAP quality",
         ),
-    params:
-        tables=[(dataset, model) for dataset in DATASETS for model in MODELS],
     log:
         log_path("summary_umap", "summary"),
     localrule: True
     conda:
         "../../envs/summary.yaml"
+    params:
+        tables=[(dataset, model) for dataset in DATASETS for model in MODELS],
     script:
         "../../scripts/summary_umap.py"

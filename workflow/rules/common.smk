@@ -1,4 +1,5 @@
 # Paths, wildcard constraints and input functions shared by every stage.
+import os
 import re
 
 from vlmprobe.datasets import is_multilabel
@@ -55,15 +56,21 @@ def model_weight_inputs(wildcards):
     spec = config["models"][wildcards.model]
     pretrained = spec.get("pretrained")
     files = []
-    if isinstance(pretrained, str) and looks_like_path(pretrained) and not pretrained.startswith("hf-hub:"):
+    if (
+        isinstance(pretrained, str)
+        and looks_like_path(pretrained)
+        and not pretrained.startswith("hf-hub:")
+    ):
         files.append(pretrained.removeprefix("local-dir:"))
     name = str(spec.get("name", ""))
     if name.startswith("local-dir:"):
-        files.append(name.removeprefix("local-dir:") + "/open_clip_config.json")
+        files.append(os.path.join(name.removeprefix("local-dir:"), "open_clip_config.json"))
     return files
 
 
-MULTICLASS_DATASETS = [d for d in DATASETS if not is_multilabel(d, config["datasets"][d])]
+MULTICLASS_DATASETS = [
+    d for d in DATASETS if not is_multilabel(d, config["datasets"][d])
+]
 MULTILABEL_DATASETS = [d for d in DATASETS if d not in MULTICLASS_DATASETS]
 
 

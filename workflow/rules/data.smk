@@ -4,11 +4,6 @@
 rule manifest:
     output:
         PATHS["manifest"],
-    params:
-        spec=dataset_spec,
-        seed=config["seed"],
-        split=config["split"],
-        data_dir=lambda wildcards: PATHS["dataset_dir"].format(dataset=wildcards.dataset),
     log:
         log_path("manifest", "{dataset}"),
     benchmark:
@@ -16,5 +11,12 @@ rule manifest:
     localrule: True
     conda:
         "../../envs/data.yaml"
+    params:
+        spec=dataset_spec,
+        seed=config["seed"],
+        split=config["split"],
+        data_dir=lambda wildcards: PATHS["dataset_dir"].format(
+            dataset=wildcards.dataset
+        ),
     script:
         "../../scripts/manifest.py"

@@ -7,20 +7,22 @@ rule linear_probe:
         embeddings=PATHS["embedding"],
     output:
         PATHS["linear_probe"],
-    params:
-        spec=model_spec,
-        positive_label=lambda wildcards: config["datasets"][wildcards.dataset].get("positive_label"),
     log:
         log_path("linear_probe", "{dataset}/{model}"),
     benchmark:
         benchmark_path("linear_probe", "{dataset}/{model}")
-    threads: 2
-    resources:
-        mem_mb=cpu_mem_mb,
-        runtime=cpu_runtime_min,
     group:
         "analysis"
     conda:
         "../../envs/analysis.yaml"
+    threads: 2
+    resources:
+        mem_mb=cpu_mem_mb,
+        runtime=cpu_runtime_min,
+    params:
+        spec=model_spec,
+        positive_label=lambda wildcards: config["datasets"][wildcards.dataset].get(
+            "positive_label"
+        ),
     script:
         "../../scripts/linear_probe.py"

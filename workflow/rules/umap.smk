@@ -16,7 +16,10 @@ PATHS.update(
 
 def umap_grid_params(wildcards):
     """The grid of this dataset: the config's `umap` block, overridden by the dataset's own `umap` block."""
-    grid = {key: config["umap"][key] for key in ("n_neighbors", "min_dist", "colour_by", "trust_subsample")}
+    grid = {
+        key: config["umap"][key]
+        for key in ("n_neighbors", "min_dist", "colour_by", "trust_subsample")
+    }
     grid.update(config["datasets"][wildcards.dataset].get("umap", {}))
     return grid
 
@@ -35,22 +38,22 @@ rule umap_grid:
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "model": "{model}"},
         ),
-    params:
-        grid=umap_grid_params,
-        spec=model_spec,
-        seed=config["seed"],
     log:
         log_path("umap_grid", "{dataset}/{model}"),
     benchmark:
         benchmark_path("umap_grid", "{dataset}/{model}")
-    threads: 8
-    resources:
-        mem_mb=cpu_mem_mb,
-        runtime=cpu_runtime_min,
     group:
         "analysis"
     conda:
         "../../envs/analysis.yaml"
+    threads: 8
+    resources:
+        mem_mb=cpu_mem_mb,
+        runtime=cpu_runtime_min,
+    params:
+        grid=umap_grid_params,
+        spec=model_spec,
+        seed=config["seed"],
     script:
         "../../scripts/umap_grid.py"
 
@@ -68,15 +71,15 @@ rule umap_models:
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "model": "all models"},
         ),
-    params:
-        models=MODELS,
-        cell=lambda wildcards: config["umap"]["summary_cell"],
-        colour_by=lambda wildcards: umap_grid_params(wildcards)["colour_by"],
     log:
         log_path("umap_models", "{dataset}"),
     localrule: True
     conda:
         "../../envs/analysis.yaml"
+    params:
+        models=MODELS,
+        cell=lambda wildcards: config["umap"]["summary_cell"],
+        colour_by=lambda wildcards: umap_grid_params(wildcards)["colour_by"],
     script:
         "../../scripts/umap_models.py"
 
@@ -84,9 +87,19 @@ rule umap_models:
 def umap_targets():
     if not config["umap"]["enabled"]:
         return []
-    return expand(PATHS["umap_figure"], dataset=DATASETS, model=MODELS) + expand(PATHS["umap_models"], dataset=DATASETS) + [
-        PATHS[key] for key in ("summary_umap", "summary_umap_csv", "summary_umap_md", "summary_umap_html")
-    ]
+    return (
+        expand(PATHS["umap_figure"], dataset=DATASETS, model=MODELS)
+        + expand(PATHS["umap_models"], dataset=DATASETS)
+        + [
+            PATHS[key]
+            for key in (
+                "summary_umap",
+                "summary_umap_csv",
+                "summary_umap_md",
+                "summary_umap_html",
+            )
+        ]
+    )
 
 
 TARGET_FUNCTIONS.append(umap_targets)
