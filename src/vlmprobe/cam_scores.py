@@ -309,7 +309,7 @@ def heatmap_summary_figure(summary) -> Any:
     )
     settings = [s for s in SETTING_ORDER if s in overall["setting"].to_list()] + sorted(set(overall["setting"].to_list()) - set(SETTING_ORDER))
     n_rows = max(overall["dataset / model"].n_unique(), 1)
-    figure, axes = plt.subplots(1, 3, figsize=(4.2 * 3 + 2, 1.8 + 0.45 * n_rows), layout="constrained", squeeze=False)
+    figure, axes = plt.subplots(1, 3, figsize=(5.2 * 3 + 2, 1.8 + 0.45 * n_rows), layout="constrained", squeeze=False)
     for ax, (value, text, title) in zip(
         axes[0],
         (("pointing_game", "pg_text", "Pointing game (chance)"), ("iou", "iou_text", "IoU (chance)"), ("energy_fraction", "energy_text", "Energy inside (chance)")),
@@ -321,7 +321,7 @@ def heatmap_summary_figure(summary) -> Any:
             continue
         metric_heatmap(
             overall, row="dataset / model", column="setting", value=value, title=title, column_order=settings,
-            vmin=0.0, vmax=1.0, annotations=text, ax=ax,
+            vmin=0.0, vmax=1.0, annotations=text, ax=ax, colorbar_label=title.split(" (")[0],
         )
     figure.suptitle("Grad-CAM maps against annotations (cells: score, chance in parentheses)")
     return figure

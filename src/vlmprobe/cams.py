@@ -672,7 +672,7 @@ def run_heatmaps(
     maps = compute_maps(
         setting_model.scorer, layer, inputs[[p for p, _, _ in flat]] if flat else inputs[:0], [t for _, t, _ in flat], method, batch_size, device
     )
-    log.info("%d maps (%d images x their true labels + top false positive) in %.1f s", len(flat), len(rows), time.perf_counter() - started)
+    log.info("%d maps (%d images x their true labels + top false positive), %.1f s into the job", len(flat), len(rows), time.perf_counter() - started)
 
     records, image_rows = [], []
     for position, row in enumerate(rows):
