@@ -95,6 +95,16 @@ def test_zero_shot_end_to_end_with_a_random_tiny_open_clip_model(cxr_manifest, t
     assert result["metrics"]["predicted_labels_per_sample"] == pytest.approx(stored.predicted.sum(axis=1).mean())
     assert 0.0 <= result["metrics"]["f1_macro"] <= 1.0
 
+    # the same job again gives the same numbers: the random text tower is the image tower's partner
+    run_zero_shot_files(cxr_manifest, embeddings, "vit-tiny", TINY_VIT, tmp_path / "again.parquet", templates, {"normal": "no findings"})
+    np.testing.assert_array_equal(read_predictions(tmp_path / "again.parquet").scores, stored.scores)
+
+    # a table made by other weights (another initialisation) is caught, not scored against foreign text embeddings
+    foreign = tmp_path / "foreign.parquet"
+    embed_manifest(cxr_manifest, "vit-tiny", TINY_VIT, foreign, device="cpu", batch_size=40, num_workers=0, threads=1, seed=1)
+    with pytest.raises(VlmprobeError, match="does not reproduce the embedding table"):
+        run_zero_shot_files(cxr_manifest, foreign, "vit-tiny", TINY_VIT, tmp_path / "never.parquet")
+
     # a model without a text tower is refused with the reason
     pixel_table = tmp_path / "pixels.parquet"
     embed_manifest(cxr_manifest, "pixels", PIXELS, pixel_table, device="cpu", batch_size=40, num_workers=0, threads=1)

@@ -49,6 +49,9 @@ DEFAULT_TEMPLATES = (
     "{label}.",
 )
 NO_TEXT_TOWER = "no text tower (only open_clip models can classify zero-shot)"
+EMBED_SEED = 0
+"""The torch seed the embed job sets before loading a model (``vlmprobe.embed.embed_manifest``'s default),
+unless the table's metadata records another."""
 
 
 def supports_zero_shot(spec: Mapping[str, Any]) -> bool:
@@ -133,6 +136,27 @@ def describe_rule(rule: str, threshold: float, multilabel: bool, logit_scale: fl
     }[rule]
 
 
+def check_same_image_tower(encoder, image_path: str, stored: np.ndarray, embedding_path: str | Path) -> None:
+    """Re-embed one image: the loaded model must be the one whose image tower made the table.
+
+    Cosine >= 0.99 allows for the table having been made on a GPU in half precision.
+    """
+    import torch
+
+    from vlmprobe.images import load_image
+
+    with torch.inference_mode():
+        batch = encoder.preprocess(load_image(image_path)).unsqueeze(0).to(next(encoder.image_module.parameters()).device)
+        fresh = encoder.encode_image(batch).float().cpu().numpy()[0]
+    cosine = float(_normalise(fresh) @ _normalise(stored))
+    if cosine < 0.99:
+        raise VlmprobeError(
+            f"The model loaded for zero-shot does not reproduce the embedding table {str(embedding_path)!r} "
+            f"(cosine {cosine:.3f} on {image_path!r}): its weights differ from the embed job's.",
+            "delete the embedding table and re-run, so both come from the same weights.",
+        )
+
+
 def run_zero_shot_files(
     manifest_path: str | Path,
     embedding_path: str | Path,
@@ -159,13 +183,18 @@ def run_zero_shot_files(
     if rule not in RULES:
         raise VlmprobeError(f"Unknown zero-shot rule {rule!r}.", f"set `multilabel: zero_shot: rule:` to one of {list(RULES)}.")
     started = time.perf_counter()
-    manifest, matrix, manifest_meta, _ = aligned(manifest_path, embedding_path, spec)
+    manifest, matrix, manifest_meta, embedding_meta = aligned(manifest_path, embedding_path, spec)
     classes = list(manifest_meta["classes"])
     multilabel = bool(manifest_meta.get("multilabel"))
     prompts = render_prompts(classes, templates, label_text, where=f"the templates of dataset {manifest_meta.get('dataset')!r}")
+    # A model without pretrained weights is initialised from torch's RNG: seed it as the embed job did,
+    # so that the text tower belongs to the image tower that made the table (checked below).
+    torch.manual_seed(int(embedding_meta.get("seed", EMBED_SEED)))
     encoder = load_encoder(model_id, spec, device)
     if not encoder.has_text_tower:
         raise VlmprobeError(f"Model {model_id!r} has {NO_TEXT_TOWER}.", "leave it out of the zero-shot setting.")
+    is_test = np.asarray(manifest["split"].to_list()) == "test"
+    check_same_image_tower(encoder, manifest["path"][int(np.flatnonzero(is_test)[0])], matrix[np.flatnonzero(is_test)[0]], embedding_path)
     clip = encoder.extras.get("open_clip_model")
     logit_scale = float(clip.logit_scale.exp().item()) if clip is not None and hasattr(clip, "logit_scale") else 100.0
     bias = getattr(clip, "logit_bias", None)
@@ -176,7 +205,6 @@ def run_zero_shot_files(
             return encoder.encode_text(texts).float().cpu().numpy()
 
     text = class_text_embeddings(encode, prompts)
-    is_test = np.asarray(manifest["split"].to_list()) == "test"
     cosines = cosine_scores(matrix[is_test], text)
     predicted = decide(cosines, multilabel, rule, threshold, logit_scale, logit_bias)
     seconds = time.perf_counter() - started
