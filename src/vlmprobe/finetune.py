@@ -22,8 +22,10 @@ Protocol
   ``precision: fp32`` turns it off); float32 on CPU.
 * **Decisions.** Multi-label: per-label thresholds maximising F1 on the validation fold's probabilities
   (``threshold: <number>`` fixes one instead). Multi-class: arg-max.
-* **Determinism.** Everything random derives from ``seed``: the head's initialisation, the order of the
-  training samples in epoch ``e`` (its own generator, seeded by ``(seed, e)``). On CPU two runs -- or a
+* **Determinism.** Training randomness derives from ``seed``: the head's initialisation, the order of the
+  training samples in epoch ``e`` (its own generator, seeded by ``(seed, e)``). A model without pretrained
+  weights starts from the embed job's initialisation (torch seed :data:`EMBED_SEED`), i.e. from the very
+  encoder that the zs and lp settings see. On CPU two runs -- or a
   run killed and resumed -- give bit-identical weights; on CUDA deterministic algorithms are requested
   (``warn_only``), so kernels without one may still differ in the last bits.
 * **Resuming.** After every epoch ``resume/last.pt`` (encoder, head, optimiser, loss scaler, RNG state,
@@ -74,6 +76,8 @@ FORMAT_VERSION = 1
 MAX_POS_WEIGHT = 100.0
 MAX_GRAD_NORM = 1.0
 MIN_IMPROVEMENT = 1e-4
+EMBED_SEED = 0
+"""The torch seed of the embed job (``vlmprobe.embed.embed_manifest``'s default) when it loads a model."""
 
 
 def supports_finetuning(spec: dict[str, Any]) -> bool:
@@ -260,7 +264,9 @@ def _run_finetune(
     torch.backends.cudnn.benchmark = False
     amp_dtype = autocast_dtype(device, spec_used.get("precision", "auto"))
 
-    torch.manual_seed(seed)
+    # the starting weights of a model without pretrained ones are those the embed job gets (its seed 0),
+    # so fine-tuning starts from the encoder that zs and lp see; ``seed`` drives the training itself
+    torch.manual_seed(EMBED_SEED)
     encoder = load_encoder(model_id, spec_used, device)
     module = encoder.image_module
     prefix = trainable_prefix(encoder)
