@@ -7,11 +7,16 @@ routes here only ever build tensors and plain containers.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vlmprobe.errors import VlmprobeError
+
+log = logging.getLogger(__name__)
 
 
 def sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -80,28 +85,24 @@ def _torch_load(path: Path, mmap: bool) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_state_dict(path: str | Path, mmap: bool = False) -> dict[str, Any]:
-    """Load a state dict from ``.safetensors`` or a torch file, unwrapping ``state_dict``/``model`` keys
-    and DataParallel ``module.`` prefixes. ``mmap`` maps torch files instead of reading them (for checks)."""
+def read_checkpoint(path: str | Path, mmap: bool = False) -> Any:
+    """The file's contents as written (a state dict, or a container holding one), read safely."""
     path = Path(path)
     _require_file(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path))
-        else:
-            state = _torch_load(path, mmap)
+            return load_file(str(path))
+        return _torch_load(path, mmap)
     except Exception as error:  # noqa: BLE001 - every failure mode of a bad file gets the same clear message
         raise unreadable_checkpoint(path, error) from error
-    for key in ("state_dict", "model", "module"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    if not isinstance(state, dict) or not state:
-        raise VlmprobeError(f"Checkpoint {str(path)!r} holds no state dict.", "save the model's state_dict().")
-    if all(key.startswith("module.") for key in state):
-        state = {key[len("module.") :]: value for key, value in state.items()}
-    return state
+
+
+def load_state_dict(path: str | Path, mmap: bool = False, key: str | None = None) -> dict[str, Any]:
+    """Load the state dict a weights file holds, unwrapped from its container (see :func:`unwrap_checkpoint`).
+    ``mmap`` maps torch files instead of reading them (for checks)."""
+    return unwrap_checkpoint(read_checkpoint(path, mmap), path, key)[0]
 
 
 def verify_checkpoint(path: str | Path) -> int:
@@ -110,7 +111,7 @@ def verify_checkpoint(path: str | Path) -> int:
     Cheap enough for the offline model check on the submitting node: a safetensors file is read
     only up to its (length-checked) header and a torch file is memory-mapped, so a truncated,
     corrupt or pickled checkpoint fails in seconds rather than after a wait in a GPU queue.
-    Whether the tensors fit the architecture is checked when the model is built (:func:`load_into`).
+    Whether the tensors fit the architecture is checked when the model is built (:func:`load_checkpoint_into`).
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -128,23 +129,258 @@ def verify_checkpoint(path: str | Path) -> int:
     return count
 
 
-def load_into(module: Any, state: dict[str, Any], path: str | Path, architecture: str, ignore_prefixes: tuple[str, ...] = ()) -> None:
-    """``load_state_dict(strict)``, turning an architecture mismatch into an error that says so."""
-    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
-    own = module.state_dict()
-    missing = [k for k in own if k not in state and not k.startswith(ignore_prefixes)]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mismatched:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing key(s) e.g. {missing[:3]}")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected key(s) e.g. {unexpected[:3]}")
-        if mismatched:
-            details.append(f"{len(mismatched)} shape mismatch(es) e.g. {mismatched[:3]}")
+# --- fitting a checkpoint to an architecture -------------------------------------------------------
+#
+# Published checkpoints rarely hold exactly ``model.state_dict()``: they come wrapped in training
+# containers, under wrapper prefixes, without buffers that carry no learned value, with a classifier
+# of another size, beside an EMA copy, in half precision. Each of these is undone here, one rule each,
+# and recorded; whatever is still left over is a real mismatch and fails with the keys named.
+
+#: Container keys tried, in order, when a file holds more than a state dict. EMA copies first, as
+#: timm's own ``load_state_dict(use_ema=True)`` does: they are the weights its authors evaluate (the
+#: DINO teacher is the EMA of the student). ``checkpoint_key:`` in a model spec overrides the choice.
+EMA_KEYS = ("state_dict_ema", "model_ema", "ema_state_dict", "ema", "teacher")
+WEIGHT_KEYS = ("state_dict", "model", "model_state_dict", "module", "network", "net", "weights", "params", "student")
+
+
+def _is_tensor(value: Any) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def unwrap_checkpoint(checkpoint: Any, path: str | Path, key: str | None = None) -> tuple[dict[str, Any], str | None]:
+    """(the state dict inside ``checkpoint``, the dotted container path it came from or None).
+
+    ``key`` names the container explicitly (dotted for nesting: ``"model.ema"``); without it the first
+    of :data:`EMA_KEYS` then :data:`WEIGHT_KEYS` that holds a dict is taken, level by level, until a
+    level holds tensors. Non-tensor entries beside the tensors (epoch counters, config) are dropped.
+    """
+    taken: list[str] = []
+    wanted = key.split(".") if key else None
+    while isinstance(checkpoint, dict):
+        if wanted:
+            step = wanted.pop(0)
+            if step not in checkpoint:
+                raise VlmprobeError(
+                    f"Checkpoint {str(path)!r} has no {'.'.join([*taken, step])!r}; at that level it holds {sorted(map(str, checkpoint))[:12]}.",
+                    "set the model's `checkpoint_key:` to the entry that holds the weights (dotted for nested entries), or remove it.",
+                )
+        elif any(_is_tensor(value) for value in checkpoint.values()):
+            break
+        else:
+            step = next((k for k in (*EMA_KEYS, *WEIGHT_KEYS) if isinstance(checkpoint.get(k), dict)), None)
+            if step is None:
+                break
+        checkpoint = checkpoint[step]
+        taken.append(step)
+    state = {k: v for k, v in checkpoint.items() if _is_tensor(v)} if isinstance(checkpoint, dict) else {}
+    if not state:
+        held = sorted(map(str, checkpoint))[:12] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise VlmprobeError(
-            f"Checkpoint {str(path)!r} does not fit architecture {architecture!r}: {'; '.join(details)}.",
-            "set the model's `name` to the architecture the checkpoint was trained with, or use the matching checkpoint.",
+            f"Checkpoint {str(path)!r} holds no state dict (found {held}).",
+            "save the model's state_dict(), or set the model's `checkpoint_key:` to the entry that holds it.",
         )
-    module.load_state_dict(state, strict=not ignore_prefixes)
+    return state, ".".join(taken) or None
+
+
+def _best_prefix(state_keys: list[str], model_keys: set[str], prefer_ema: bool = True) -> str:
+    """The key prefix (``module.``, ``model.``, ``backbone.``, ``module.encoder.``, ...) whose removal
+    makes the most checkpoint keys model keys; '' when stripping nothing fits best."""
+    counts: dict[str, int] = {}
+    for key in state_keys:
+        parts = key.split(".")
+        for i in range(len(parts)):
+            prefix = ".".join(parts[:i]) + "." if i else ""
+            if key[len(prefix) :] in model_keys:
+                counts[prefix] = counts.get(prefix, 0) + 1
+    if not counts:
+        return ""
+    # most matches; then an EMA copy's prefix (as for containers); then the shortest
+    return max(counts, key=lambda p: (counts[p], ("ema" in p) == prefer_ema, -len(p)))
+
+
+def _is_construction_buffer(value: Any) -> bool:
+    """Integer and boolean buffers (``num_batches_tracked``, position and relative-position indices,
+    attention masks) are made by the architecture's constructor, not learned: a checkpoint may lack them."""
+    import torch
+
+    return value.dtype == torch.bool or not (value.dtype.is_floating_point or value.dtype.is_complex)
+
+
+@dataclass
+class CheckpointFit:
+    """How a checkpoint was fitted to the architecture; :meth:`as_metadata` goes into every output's metadata."""
+
+    container: str | None = None
+    prefix: str = ""
+    outside_prefix: list[str] = field(default_factory=list)
+    filter: str | None = None
+    cast: dict[str, int] = field(default_factory=dict)
+    filled_buffers: list[str] = field(default_factory=list)
+    dropped_buffers: list[str] = field(default_factory=list)
+    dropped_head: list[str] = field(default_factory=list)
+    not_in_encoder: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+
+    @property
+    def problems(self) -> int:
+        return len(self.missing) + len(self.unexpected) + len(self.mismatched)
+
+    def as_metadata(self) -> dict[str, Any]:
+        def listed(keys: list[str]) -> dict[str, Any]:
+            return {"count": len(keys), "examples": keys[:5]}
+
+        return {
+            "container": self.container,
+            "stripped_prefix": self.prefix or None,
+            "filter": self.filter,
+            "cast_from": dict(sorted(self.cast.items())),
+            "filled_construction_buffers": listed(self.filled_buffers),
+            "dropped_construction_buffers": listed(self.dropped_buffers),
+            "dropped_head": listed(self.dropped_head),
+            "ignored_not_in_encoder": listed(self.not_in_encoder + self.outside_prefix),
+        }
+
+
+def _classify(own: dict[str, Any], state: dict[str, Any], head_prefixes: tuple[str, ...], fit: CheckpointFit) -> dict[str, Any]:
+    """Sort every key into loaded / harmless (recorded on ``fit``) / real mismatch; return what loads."""
+    top_level = {key.split(".")[0] for key in own}
+    kept: dict[str, Any] = {}
+    for key, value in state.items():
+        if key.startswith(head_prefixes):
+            fit.dropped_head.append(key)
+        elif key in own:
+            if tuple(value.shape) != tuple(own[key].shape):
+                fit.mismatched.append((key, tuple(value.shape), tuple(own[key].shape)))
+            else:
+                kept[key] = value
+        elif _is_construction_buffer(value):
+            fit.dropped_buffers.append(key)
+        elif key.split(".")[0] not in top_level:
+            fit.not_in_encoder.append(key)  # a decoder, projector, text tower or loss the image encoder has none of
+        else:
+            fit.unexpected.append(key)  # inside a part the encoder has: another depth or layout
+    for key, value in own.items():
+        if key not in state and not key.startswith(head_prefixes):
+            (fit.filled_buffers if _is_construction_buffer(value) else fit.missing).append(key)
+    return kept
+
+
+def _fit(module, checkpoint, head_prefixes, filter_fn, key, path) -> tuple[CheckpointFit, dict[str, Any]]:
+    """Match ``checkpoint`` (a state dict or a container of one) to ``module``'s keys, loading nothing:
+    unwrap the container; strip the wrapper prefix; apply the library's own remapping ``filter_fn``
+    (kept if it fits at least as well as without it); classify each key. Returns (fit, what loads)."""
+    state, container = unwrap_checkpoint(checkpoint, path, key)
+    own = module.state_dict()
+    prefix = _best_prefix(list(state), set(own))
+    outside = [k for k in state if not k.startswith(prefix)]
+    state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    tries: list[tuple[CheckpointFit, dict[str, Any]]] = []
+    candidates = [(None, state)]
+    if filter_fn is not None:
+        name = f"{getattr(filter_fn, '__module__', '')}.{getattr(filter_fn, '__qualname__', filter_fn)}"
+        try:
+            candidates.insert(0, (name, filter_fn(dict(state), module)))
+        except Exception as error:  # noqa: BLE001 - a filter that cannot read these keys simply does not apply
+            log.debug("checkpoint filter %s does not apply: %s", name, error)
+    for name, candidate in candidates:
+        fit = CheckpointFit(container=container, prefix=prefix, outside_prefix=outside, filter=name)
+        kept = _classify(own, candidate, head_prefixes, fit)
+        tries.append((fit, kept))
+    return min(tries, key=lambda t: t[0].problems)  # the filtered try first: it wins ties
+
+
+def load_checkpoint_into(
+    module: Any,
+    path: str | Path,
+    architecture: str,
+    *,
+    head_prefixes: tuple[str, ...] = (),
+    filter_fn: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None,
+    key: str | None = None,
+    alternatives: Callable[[dict[str, Any]], list[str]] | None = None,
+) -> CheckpointFit:
+    """Load the weights file ``path`` into ``module`` through :func:`_fit`'s rules.
+
+    A real mismatch (a learned weight missing, a key inside the encoder's own parts unexpected, a
+    shape that differs) fails with the keys named; ``alternatives(state)`` may name architectures
+    whose keys the checkpoint does fit, which the message then suggests.
+    """
+    fit, kept = _fit(module, read_checkpoint(path), head_prefixes, filter_fn, key, path)
+    if fit.problems:
+        raise _mismatch_error(fit, path, architecture, alternatives, kept)
+    own = module.state_dict()
+    for name, value in kept.items():
+        target = own[name].dtype
+        if value.dtype != target:
+            fit.cast[str(value.dtype).removeprefix("torch.")] = fit.cast.get(str(value.dtype).removeprefix("torch."), 0) + 1
+            kept[name] = value.to(target)
+    module.load_state_dict(kept, strict=False)  # every key not in ``kept`` is recorded on ``fit`` as harmless
+    if fit.container or fit.prefix or fit.filter or fit.cast or fit.filled_buffers or fit.dropped_head or fit.not_in_encoder:
+        log.info("checkpoint %s fitted to %s: %s", path, architecture, fit.as_metadata())
+    return fit
+
+
+def _mismatch_error(fit: CheckpointFit, path, architecture: str, alternatives, kept) -> VlmprobeError:
+    details = []
+    if fit.missing:
+        details.append(f"{len(fit.missing)} learned weight(s) missing, e.g. {fit.missing[:3]}")
+    if fit.unexpected:
+        details.append(f"{len(fit.unexpected)} unexpected key(s) inside the encoder's own layers, e.g. {fit.unexpected[:3]}")
+    if fit.mismatched:
+        shown = [f"{k}: checkpoint {list(a)} vs model {list(b)}" for k, a, b in fit.mismatched[:3]]
+        details.append(f"{len(fit.mismatched)} shape mismatch(es), e.g. {shown}")
+    undone = [f"used {fit.container!r}"] if fit.container else []
+    undone += [f"stripped prefix {fit.prefix!r}"] if fit.prefix else []
+    if fit.dropped_head:
+        undone.append(f"dropped {len(fit.dropped_head)} head key(s)")
+    problem = (
+        f"Checkpoint {str(path)!r} does not fit architecture {architecture!r}"
+        f"{' (after: ' + ', '.join(undone) + ')' if undone else ''}: {'; '.join(details)}."
+    )
+    fitting = []
+    if alternatives is not None:
+        try:
+            fitting = [name for name in alternatives(read_checkpoint(path)) if name != architecture]
+        except VlmprobeError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the suggestion is a courtesy; the mismatch is the error
+            log.debug("could not compute fitting architectures: %s", error)
+    if fitting:
+        fix = f"its keys and shapes fit {fitting[:5]}: set the model's `name` to the architecture it was trained with."
+    elif not fit.mismatched:
+        fix = (
+            "every shape that both have matches, so the architecture is likely right but the file holds another part "
+            "or a partial copy: check which entry holds the encoder (`checkpoint_key:`) or re-export the full state dict."
+        )
+    else:
+        fix = "use the checkpoint of this architecture, or set the model's `name` to the architecture the checkpoint was trained with."
+    return VlmprobeError(problem, fix)
+
+
+def architectures_fitting(checkpoint: Any, names: list[str], build: Callable[[str], tuple[Any, tuple[str, ...]]]) -> list[str]:
+    """Which of ``names`` the checkpoint fits; ``build(name)`` gives (module, head prefixes) and runs on
+    the meta device, so trying a few dozen architectures costs no memory and little time."""
+    import torch
+
+    fitting = []
+    for name in names:
+        try:
+            with torch.device("meta"):
+                module, heads = build(name)
+        except Exception:  # noqa: BLE001 - a candidate that cannot be built cannot fit
+            continue
+        if not _fit(module, checkpoint, heads, None, None, "<candidate>")[0].problems:
+            fitting.append(name)
+    return fitting
+
+
+def close_names(name: str, known: list[str], n: int = 16) -> list[str]:
+    """Candidate architectures to try a checkpoint against: close spellings and the same stem."""
+    import difflib
+
+    stem = re.split(r"[_\-.\d]", name, maxsplit=1)[0]
+    close = difflib.get_close_matches(name, known, n=n, cutoff=0.4)
+    same_stem = [k for k in known if stem and k.startswith(stem) and k not in close]
+    return (close + same_stem)[: n * 2]

@@ -292,6 +292,7 @@ def embed_manifest(
         "spec": spec,
         "family": spec.get("family"),
         "checkpoint_sha256": encoder.checkpoint_sha256,
+        "checkpoint_fit": encoder.checkpoint_fit,
         "preprocess": encoder.preprocess_info,
         "dataset": manifest_meta.get("dataset"),
         "device": device,

@@ -31,6 +31,8 @@ class Encoder:
     preprocess_info: dict[str, Any]
     embed_dim: int
     checkpoint_sha256: str | None = None
+    checkpoint_fit: dict[str, Any] | None = None
+    """What was done to fit a checkpoint file to the architecture (:class:`vlmprobe.checkpoints.CheckpointFit`)."""
     text_encoder: Callable[[Sequence[str]], Any] | None = None
     """Texts -> text embeddings (N, D) in the image embedding space, for zero-shot."""
     extras: dict[str, Any] = field(default_factory=dict)

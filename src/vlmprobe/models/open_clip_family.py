@@ -74,6 +74,35 @@ def _file_preprocess(model_id: str, spec: dict[str, Any], checkpoint: Path) -> d
     )
 
 
+def open_clip_checkpoint_filter(state: dict[str, Any], model) -> dict[str, Any]:
+    """open_clip's own fixes from ``open_clip.load_checkpoint``, applied to a state dict vlmprobe read
+    safely: third-party layouts (MobileCLIP), the old text-tower layout, scalar-vs-1-D logit scale and
+    bias, stale ``position_ids``, and position embeddings resampled to the model's grid and context."""
+    from open_clip.convert import convert_state_dict
+    from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed, resize_text_pos_embed
+
+    state = convert_state_dict(model, state)
+    if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+        state = convert_to_custom_text_state_dict(state)
+    for name in ("logit_scale", "logit_bias"):
+        own = getattr(model, name, None)
+        if name in state and own is not None and own.ndim != state[name].ndim:
+            state[name] = state[name].reshape(own.shape)
+    if "logit_bias" not in state and getattr(model, "logit_bias", None) is not None and "logit_scale" in state:
+        state["logit_bias"] = state["logit_scale"].new_zeros(model.logit_bias.shape)
+    state.pop("text.transformer.embeddings.position_ids", None)  # transformers >= 4.31 dropped it; a kept buffer is refilled
+    resize_pos_embed(state, model)
+    resize_text_pos_embed(state, model)
+    return state
+
+
+def _fitting_architectures(checkpoint, name: str) -> list[str]:
+    from vlmprobe.checkpoints import architectures_fitting, close_names
+
+    open_clip = _open_clip()
+    return architectures_fitting(checkpoint, close_names(name, open_clip.list_models()), lambda n: (open_clip.create_model(n), ()))
+
+
 @register_family
 class OpenClipFamily(ModelFamily):
     name = "open_clip"
@@ -136,7 +165,7 @@ class OpenClipFamily(ModelFamily):
     def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         import torch
 
-        from vlmprobe.checkpoints import load_into, load_state_dict, sha256
+        from vlmprobe.checkpoints import load_checkpoint_into, sha256
 
         open_clip = _open_clip()
         name, pretrained = _source(spec)
@@ -163,9 +192,14 @@ class OpenClipFamily(ModelFamily):
                 f"({type(error).__name__}: {str(error)[:300]}).",
                 OFFLINE_FIX,
             ) from error
-        digest = None
+        digest = fit = None
         if checkpoint is not None:
-            load_into(model, load_state_dict(checkpoint), checkpoint, name)
+            fit = load_checkpoint_into(
+                model, checkpoint, name,
+                filter_fn=open_clip_checkpoint_filter,
+                key=spec.get("checkpoint_key"),
+                alternatives=lambda state: _fitting_architectures(state, name),
+            ).as_metadata()
             digest = sha256(checkpoint)
         model.eval().to(device)
         tokenizer = open_clip.get_tokenizer(name)
@@ -197,6 +231,7 @@ class OpenClipFamily(ModelFamily):
             preprocess_info={"open_clip_preprocess_cfg": preprocess_cfg, "transform": describe_transform(preprocess)},
             embed_dim=embed_dim,
             checkpoint_sha256=digest,
+            checkpoint_fit=fit,
             text_encoder=encode_text,
             extras={"open_clip_model": model, "architecture": name},
         )

@@ -16,6 +16,32 @@ from vlmprobe.models.base import Encoder, ModelFamily, describe_transform, regis
 from vlmprobe.models.open_clip_family import OFFLINE_FIX
 
 
+def _head_prefixes(model) -> tuple[str, ...]:
+    """The classifier's key prefixes (timm's ``pretrained_cfg['classifier']``): a checkpoint's head of any size is dropped."""
+    head = model.pretrained_cfg.get("classifier", "head")
+    return tuple(f"{h}." for h in ((head,) if isinstance(head, str) else head))
+
+
+def _checkpoint_filter(model):
+    """The architecture module's own ``checkpoint_filter_fn``: timm's remapping of original releases
+    (JAX/DeiT/OpenAI key names, position-embedding resampling), the one timm applies to its own weights."""
+    import sys
+
+    return getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+
+
+def _fitting_architectures(checkpoint, name: str, kwargs: dict[str, Any]) -> list[str]:
+    import timm
+
+    from vlmprobe.checkpoints import architectures_fitting, close_names
+
+    def build(candidate: str):
+        model = timm.create_model(candidate, pretrained=False, num_classes=0, **kwargs)
+        return model, _head_prefixes(model)
+
+    return architectures_fitting(checkpoint, close_names(name, timm.list_models()), build)
+
+
 @register_family
 class TimmFamily(ModelFamily):
     name = "timm"
@@ -42,7 +68,7 @@ class TimmFamily(ModelFamily):
         import timm
         from timm.data import create_transform, resolve_data_config
 
-        from vlmprobe.checkpoints import load_into, load_state_dict, sha256
+        from vlmprobe.checkpoints import load_checkpoint_into, sha256
 
         name = str(spec["name"])
         pretrained = spec.get("pretrained")
@@ -54,12 +80,15 @@ class TimmFamily(ModelFamily):
                 f"Model {model_id!r}: timm could not create {name!r} (pretrained={pretrained!r}): {type(error).__name__}: {str(error)[:300]}.",
                 OFFLINE_FIX,
             ) from error
-        digest = None
+        digest = fit = None
         if isinstance(pretrained, str):
-            state = load_state_dict(pretrained)
-            head = model.default_cfg.get("classifier", "head")
-            heads = (head,) if isinstance(head, str) else tuple(head)
-            load_into(model, state, pretrained, name, ignore_prefixes=tuple(f"{h}." for h in heads))
+            fit = load_checkpoint_into(
+                model, pretrained, name,
+                head_prefixes=_head_prefixes(model),
+                filter_fn=_checkpoint_filter(model),
+                key=spec.get("checkpoint_key"),
+                alternatives=lambda checkpoint: _fitting_architectures(checkpoint, name, kwargs),
+            ).as_metadata()
             digest = sha256(pretrained)
         overrides = {"input_size": (3, int(spec["image_size"]), int(spec["image_size"]))} if spec.get("image_size") else {}
         data_config = resolve_data_config(overrides, model=model)
@@ -74,5 +103,6 @@ class TimmFamily(ModelFamily):
             preprocess_info={"timm_data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()}, "transform": describe_transform(preprocess)},
             embed_dim=int(model.num_features),
             checkpoint_sha256=digest,
+            checkpoint_fit=fit,
             extras={"architecture": name},
         )

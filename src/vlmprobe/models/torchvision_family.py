@@ -20,7 +20,8 @@ from vlmprobe.models.base import Encoder, ModelFamily, describe_transform, regis
 from vlmprobe.models.open_clip_family import OFFLINE_FIX
 
 
-def _replace_last_linear(model):
+def _feature_extractor(model):
+    """(model with its last ``Linear`` - the ImageNet classifier - made ``Identity``, that layer's key prefix)."""
     import torch
 
     last = None
@@ -28,11 +29,20 @@ def _replace_last_linear(model):
         if isinstance(module, torch.nn.Linear):
             last = name
     if last is None:
-        return model
+        return model, ()
     parent_name, _, attribute = last.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, attribute, torch.nn.Identity())
-    return model
+    return model, (f"{last}.",)
+
+
+def _fitting_architectures(checkpoint, name: str) -> list[str]:
+    import torchvision
+
+    from vlmprobe.checkpoints import architectures_fitting, close_names
+
+    known = torchvision.models.list_models(module=torchvision.models)
+    return architectures_fitting(checkpoint, close_names(name, known), lambda n: _feature_extractor(torchvision.models.get_model(n, weights=None)))
 
 
 @contextlib.contextmanager
@@ -84,7 +94,7 @@ class TorchvisionFamily(ModelFamily):
         import torch
         import torchvision
 
-        from vlmprobe.checkpoints import load_into, load_state_dict, refused_pickle, sha256, unreadable_checkpoint
+        from vlmprobe.checkpoints import load_checkpoint_into, refused_pickle, sha256, unreadable_checkpoint
 
         name = str(spec["name"])
         pretrained = spec.get("pretrained")
@@ -101,15 +111,21 @@ class TorchvisionFamily(ModelFamily):
                 f"Model {model_id!r}: torchvision could not load {name!r} weights {pretrained!r}: {type(error).__name__}: {str(error)[:300]}.",
                 OFFLINE_FIX,
             ) from error
-        digest = None
+        model, head_prefixes = _feature_extractor(model)
+        digest = fit = None
         if isinstance(pretrained, str) and not is_enum:
-            load_into(model, load_state_dict(pretrained), pretrained, name)
+            fit = load_checkpoint_into(
+                model, pretrained, name,
+                head_prefixes=head_prefixes,
+                key=spec.get("checkpoint_key"),
+                alternatives=lambda checkpoint: _fitting_architectures(checkpoint, name),
+            ).as_metadata()
             digest = sha256(pretrained)
         preprocess = (weights or weights_enum.DEFAULT).transforms()
         if spec.get("image_size"):
             preprocess.crop_size = [int(spec["image_size"])]
             preprocess.resize_size = [int(spec["image_size"])]
-        model = _replace_last_linear(model).eval().to(device)
+        model = model.eval().to(device)
         with torch.no_grad():
             size = preprocess.crop_size[0]
             embed_dim = int(model(torch.zeros(1, 3, size, size, device=device)).shape[-1])
@@ -122,5 +138,6 @@ class TorchvisionFamily(ModelFamily):
             preprocess_info={"transform": describe_transform(preprocess)},
             embed_dim=embed_dim,
             checkpoint_sha256=digest,
+            checkpoint_fit=fit,
             extras={"architecture": name},
         )
