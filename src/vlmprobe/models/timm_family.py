@@ -3,7 +3,10 @@
 ``pretrained``: true (timm's default weights for the name, downloaded on first use), false/null
 (random init), or a checkpoint file. ``name`` may be ``hf-hub:org/repo`` (e.g. ``hf-hub:MahmoodLab/UNI``).
 Preprocessing is timm's own data config for the model (``resolve_data_config``); ``image_size``
-overrides the input size; ``kwargs`` go to ``timm.create_model``.
+overrides the input size and ``preprocess: {mean, std, interpolation, crop_pct, crop_mode}`` the rest
+(for a checkpoint trained with another normalisation); ``kwargs`` go to ``timm.create_model``.
+A checkpoint file is fitted by :func:`vlmprobe.checkpoints.load_checkpoint_into`, with the
+architecture module's own ``checkpoint_filter_fn`` (timm's remapping of original releases).
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ def _fitting_architectures(checkpoint, name: str, kwargs: dict[str, Any]) -> lis
         return model, _head_prefixes(model)
 
     return architectures_fitting(checkpoint, close_names(name, timm.list_models()), build)
+
+
+#: ``preprocess:`` keys passed to timm's ``resolve_data_config``: a converted checkpoint file may have
+#: been trained with another normalisation than timm's default for the architecture.
+PREPROCESS_KEYS = frozenset({"mean", "std", "interpolation", "crop_pct", "crop_mode"})
 
 
 @register_family
@@ -91,6 +99,10 @@ class TimmFamily(ModelFamily):
             ).as_metadata()
             digest = sha256(pretrained)
         overrides = {"input_size": (3, int(spec["image_size"]), int(spec["image_size"]))} if spec.get("image_size") else {}
+        for key, value in dict(spec.get("preprocess") or {}).items():
+            if key not in PREPROCESS_KEYS:
+                raise VlmprobeError(f"Model {model_id!r}: `preprocess: {key}` is not a timm data-config key.", f"use {sorted(PREPROCESS_KEYS)}.")
+            overrides[key] = tuple(value) if isinstance(value, list) else value
         data_config = resolve_data_config(overrides, model=model)
         preprocess = create_transform(**data_config, is_training=False)
         model.eval().to(device)

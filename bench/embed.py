@@ -1,0 +1,137 @@
+"""Throughput of the embedding stage against the bare model and against the notebook loop.
+
+Three measurements in this one process, on the same model, device and images:
+
+* bare forward: the model alone on pre-made tensors of its input size, in the stage's batch size and
+  precision (what the device can do; no decoding, no preprocessing, no I/O);
+* stage: ``vlmprobe.embed.embed_manifest`` on a manifest of the images, exactly as the workflow's
+  ``embed`` job runs it (DataLoader workers decode and preprocess while the main process runs the
+  model; the table is written at the end), model loading included;
+* naive loop: the multi-label study's notebook (``extract_image_embeddings`` in
+  ``evaluatingBiomedClIP_IUXRAY.ipynb``): for each path, ``preprocess(Image.open(p).convert('RGB'))
+  .unsqueeze(0)``, then ``model.encode_image`` under ``torch.no_grad()``, batch 1, full precision.
+
+The images are generated chest-radiograph-sized 8-bit grayscale PNGs (``--source-size``, default
+1024 px: IU-Xray's normalised PNGs are of that order), smooth anatomy-like shading plus noise, so
+decoding costs what a real scan costs. The model is a randomly initialised timm architecture
+(``--model``; weights do not change the arithmetic).
+
+The last line reads ``embed throughput: <x> of bare forward, <y>x naive loop``: the stage's images/s
+as a fraction of the bare forward's, and as a multiple of the naive loop's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def make_images(root: Path, n_images: int, size: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for index in range(n_images):
+        # two lung-field-like blobs, a bright mediastinum, smooth gradient and film noise
+        shading = (
+            120 * np.exp(-(((xx - 0.3) / 0.15) ** 2 + ((yy - 0.5) / 0.3) ** 2))
+            + 120 * np.exp(-(((xx - 0.7) / 0.15) ** 2 + ((yy - 0.5) / 0.3) ** 2))
+            + 60 * np.exp(-(((xx - 0.5) / 0.05) ** 2))
+            + 40 * yy
+        )
+        pixels = np.clip(shading + rng.normal(0, 12, size=(size, size)) + rng.uniform(-20, 20), 0, 255).astype(np.uint8)
+        folder = root / ("a" if index % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels, mode="L").save(folder / f"img{index:05d}.png")
+
+
+def bare_forward(encoder, n_images: int, batch_size: int, device: str, size: int) -> float:
+    import torch
+
+    from vlmprobe.embed import autocast_dtype
+
+    dtype = autocast_dtype(device, "auto")
+    batches = [torch.randn(min(batch_size, n_images - start), 3, size, size, device=device) for start in range(0, n_images, batch_size)]
+
+    def run():
+        with torch.inference_mode():
+            for batch in batches:
+                if dtype is not None:
+                    with torch.autocast(device_type="cuda", dtype=dtype):
+                        features = encoder.encode_image(batch)
+                else:
+                    features = encoder.encode_image(batch)
+                features.float().cpu()
+
+    run()  # warm-up: kernel selection, caches
+    started = time.perf_counter()
+    run()
+    return n_images / (time.perf_counter() - started)
+
+
+def naive_loop(encoder, paths: list[str], device: str) -> float:
+    import torch
+
+    encoder.image_module.to(device).eval()
+    started = time.perf_counter()
+    embeds = []
+    for p in paths:
+        img = encoder.preprocess(Image.open(p).convert("RGB")).unsqueeze(0).to(device)
+        with torch.no_grad():
+            e = encoder.encode_image(img)
+        embeds.append(e.cpu())
+    torch.cat(embeds)
+    return len(paths) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet18", help="timm architecture (random init)")
+    parser.add_argument("--n-images", type=int, default=256)
+    parser.add_argument("--source-size", type=int, default=1024, help="side of the generated PNGs")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    import torch
+
+    from vlmprobe.datasets import make_manifest
+    from vlmprobe.embed import embed_manifest, resolve_device
+    from vlmprobe.models import load_encoder
+
+    device = resolve_device(args.device)
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    spec = {"family": "timm", "name": args.model, "pretrained": False}
+    with tempfile.TemporaryDirectory(prefix="vlmprobe-bench-embed-") as tmp:
+        tmp_path = Path(tmp)
+        make_images(tmp_path / "images", args.n_images, args.source_size)
+        manifest = tmp_path / "manifest.parquet"
+        make_manifest("bench", {"kind": "imagefolder", "root": str(tmp_path / "images")}, 0, 0.2, 5, manifest, tmp_path / "d", tmp_path)
+        paths = sorted(str(p) for p in (tmp_path / "images").rglob("*.png"))
+
+        encoder = load_encoder("bench", spec, device)
+        size = int(encoder.preprocess_info["timm_data_config"]["input_size"][-1])
+        bare = bare_forward(encoder, args.n_images, args.batch_size, device, size)
+        naive_loop(encoder, paths[: min(8, len(paths))], device)  # warm-up
+        naive = naive_loop(encoder, paths, device)
+        del encoder
+
+        started = time.perf_counter()
+        embed_manifest(manifest, "bench", spec, tmp_path / "table.parquet", device=device, batch_size=args.batch_size, threads=threads)
+        stage = args.n_images / (time.perf_counter() - started)
+
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {threads} threads"
+    print(f"model {args.model} at {size} px, {args.n_images} PNGs of {args.source_size} px, batch {args.batch_size}, {name}")
+    print(f"bare forward  {bare:8.1f} images/s")
+    print(f"stage         {stage:8.1f} images/s  (embed_manifest, model loading included)")
+    print(f"naive loop    {naive:8.1f} images/s  (notebook: open, preprocess, forward batch 1, fp32)")
+    print(f"embed throughput: {stage / bare:.2f} of bare forward, {stage / naive:.1f}x naive loop")
+
+
+if __name__ == "__main__":
+    main()
