@@ -58,6 +58,9 @@ class TimmFamily(ModelFamily):
         import timm
 
         name = str(spec["name"])
+        unknown = sorted(set(spec.get("preprocess") or {}) - PREPROCESS_KEYS)
+        if unknown:
+            raise VlmprobeError(f"Model {model_id!r}: `preprocess` keys {unknown} are not timm data-config keys.", f"use {sorted(PREPROCESS_KEYS)}.")
         if name.startswith(("hf-hub:", "hf_hub:")):
             from vlmprobe.hub_registry import check_timm_hub, strip_hub_prefix
 
@@ -99,9 +102,7 @@ class TimmFamily(ModelFamily):
             ).as_metadata()
             digest = sha256(pretrained)
         overrides = {"input_size": (3, int(spec["image_size"]), int(spec["image_size"]))} if spec.get("image_size") else {}
-        for key, value in dict(spec.get("preprocess") or {}).items():
-            if key not in PREPROCESS_KEYS:
-                raise VlmprobeError(f"Model {model_id!r}: `preprocess: {key}` is not a timm data-config key.", f"use {sorted(PREPROCESS_KEYS)}.")
+        for key, value in dict(spec.get("preprocess") or {}).items():  # keys vetted by check()
             overrides[key] = tuple(value) if isinstance(value, list) else value
         data_config = resolve_data_config(overrides, model=model)
         preprocess = create_transform(**data_config, is_training=False)
