@@ -14,6 +14,7 @@ def main(smk):
         split=manifest["split"].to_list(),
         fold=manifest["fold"].to_list(),
         positive_label=smk.params.positive_label,
+        fscore=smk.params.fscore,
         n_jobs=smk.threads,
         seed=manifest_meta["seed"],
     )

@@ -16,6 +16,8 @@ def main(smk):
         threshold=settings["threshold"],
         n_jobs=smk.threads,
         identity={"dataset": smk.wildcards.dataset, "model": smk.wildcards.model},
+        protocol=smk.params.protocol,
+        validation_fold=smk.params.validation_fold,
     )
 
 

@@ -21,6 +21,7 @@ PATHS.update(
     }
 )
 MULTILABEL = config["multilabel"]
+PROTOCOL = MULTILABEL["protocol"]  # vlmprobe (ours) or sadman2025 (the paper's notebook), vlmprobe.protocols
 SETTINGS = ("zs", "lp", "ft")
 
 
@@ -88,7 +89,7 @@ def multilabel_results():
 
 def multilabel_skipped():
     return [
-        {"dataset": dataset, "model": model, "setting": setting, "reason": reason}
+        {"dataset": dataset, "model": model, "setting": setting, "protocol": PROTOCOL, "reason": reason}
         for dataset in STUDY_DATASETS
         for model in MODELS
         for setting in SETTINGS
@@ -141,6 +142,8 @@ rule multilabel_lp:
     params:
         spec=model_spec,
         settings=runtime_free(MULTILABEL["linear_probe"]),
+        protocol=PROTOCOL,
+        validation_fold=MULTILABEL["finetune"]["validation_fold"],
     script:
         "../../scripts/multilabel_lp.py"
 
@@ -173,6 +176,7 @@ rule zero_shot:
             "rule": MULTILABEL["zero_shot"]["rule"],
             "threshold": MULTILABEL["zero_shot"]["threshold"],
         },
+        protocol=PROTOCOL,
     script:
         "../../scripts/zero_shot.py"
 
@@ -202,7 +206,7 @@ rule finetune:
         runtime=finetune_runtime_min,
     params:
         spec=model_spec,
-        settings=runtime_free(MULTILABEL["finetune"]),
+        settings={**runtime_free(MULTILABEL["finetune"]), "protocol": PROTOCOL},
         seed=config["seed"],
     script:
         "../../scripts/finetune.py"
@@ -231,6 +235,7 @@ rule multilabel_metrics:
         runtime=cpu_runtime_min,
     params:
         bootstrap={**MULTILABEL["bootstrap"], "seed": config["seed"]},
+        protocol=PROTOCOL,
         expected_spec=lambda wildcards: (
             None if wildcards.setting == "ft" else config["models"][wildcards.model]
         ),

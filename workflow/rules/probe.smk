@@ -24,5 +24,6 @@ rule linear_probe:
         positive_label=lambda wildcards: config["datasets"][wildcards.dataset].get(
             "positive_label"
         ),
+        fscore=lambda wildcards: config["datasets"][wildcards.dataset].get("fscore"),
     script:
         "../../scripts/linear_probe.py"
