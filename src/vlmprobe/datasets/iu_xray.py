@@ -272,8 +272,8 @@ def chexpert_value(cell: str | None, uncertain: str, where: str) -> bool:
 
 
 def chexpert_labels(row: dict[str, str], columns: Sequence[str], uncertain: str, empty_label: str, where: str) -> tuple[str, ...]:
-    """The positive classes of one row, in column order; ``(empty_label,)`` when there is none."""
-    positive = tuple(column for column in columns if chexpert_value(row.get(column), uncertain, f"{where}, column {column!r}"))
+    """The positive classes of one row (sorted, as every adapter's labels); ``(empty_label,)`` when there is none."""
+    positive = tuple(sorted(column for column in columns if chexpert_value(row.get(column), uncertain, f"{where}, column {column!r}")))
     return positive or (empty_label,)
 
 
