@@ -239,3 +239,35 @@ def test_takeda_fscore_rule_binary_or_macro():
     assert macro["protocol"]["fscore"] == "macro F1" and binary["protocol"]["fscore"] == "binary F1 of positive_label"
     with pytest.raises(VlmprobeError, match="needs 2 classes"):
         run_linear_probe(x, ["normal"] * 30 + ["pneumonia"] * 60 + ["other"] * 30, split, fold, fscore="binary")
+
+
+def f1_ranges(n_negative: int, n_positive: int, accuracy: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(binary F1 of the positive class, macro F1) over every confusion matrix with this accuracy (to 0.5 pp)."""
+    binary, macro = [], []
+    errors = round((1 - accuracy) * (n_negative + n_positive))
+    for fn in range(0, errors + 1):
+        fp = errors - fn
+        tp, tn = n_positive - fn, n_negative - fp
+        if tp < 0 or tn < 0:
+            continue
+        f_pos = 2 * tp / (2 * tp + fp + fn)
+        f_neg = 2 * tn / (2 * tn + fp + fn)
+        binary.append(f_pos)
+        macro.append((f_pos + f_neg) / 2)
+    return (min(binary), max(binary)), (min(macro), max(macro))
+
+
+def test_the_takeda_fscore_choices_follow_from_the_posters_pairs():
+    """PneumoniaMNIST 93 % / 90 %: only macro F1; BreakHis 83 % / 87 %: only binary F1 (the preset's reasoning)."""
+    (b_low, b_high), (m_low, m_high) = f1_ranges(1214, 3494, 0.93)
+    assert not b_low <= 0.90 <= b_high and m_low <= 0.90 <= m_high
+    assert (round(b_low, 3), round(b_high, 3)) == (0.950, 0.955) and (round(m_low, 3), round(m_high, 3)) == (0.899, 0.915)
+    (b_low, b_high), (m_low, m_high) = f1_ranges(2480, 5429, 0.83)
+    assert b_low <= 0.87 <= b_high and not m_low <= 0.87 <= m_high
+    assert (round(b_low, 3), round(b_high, 3)) == (0.859, 0.89) and (round(m_low, 3), round(m_high, 3)) == (0.759, 0.823)
+    import yaml
+
+    from conftest import REPO
+
+    datasets = yaml.safe_load((REPO / "config" / "studies" / "takeda2025.yaml").read_text())["datasets"]
+    assert datasets["pneumoniamnist"]["fscore"] == "macro" and datasets["breakhis"]["fscore"] == "binary"
