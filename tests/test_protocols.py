@@ -271,3 +271,82 @@ def test_the_takeda_fscore_choices_follow_from_the_posters_pairs():
 
     datasets = yaml.safe_load((REPO / "config" / "studies" / "takeda2025.yaml").read_text())["datasets"]
     assert datasets["pneumoniamnist"]["fscore"] == "macro" and datasets["breakhis"]["fscore"] == "binary"
+
+
+# ------------------------------------------------------------------------------------------------ the three settings' jobs
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    from test_zeroshot import TINY_VIT, synthetic_manifest
+
+    from vlmprobe.embed import embed_manifest
+
+    folder = tmp_path_factory.mktemp("paper")
+    manifest = synthetic_manifest(folder, 80, 32)
+    embeddings = folder / "vit.parquet"
+    embed_manifest(manifest, "vit-tiny", TINY_VIT, embeddings, device="cpu", batch_size=40, num_workers=0, threads=1)
+    return manifest, embeddings, TINY_VIT
+
+
+def test_paper_zero_shot_is_the_raw_dot_product_with_bare_class_names(tiny_study, tmp_path):
+    import torch
+
+    from vlmprobe.metrics import evaluate_files, read_predictions
+    from vlmprobe.models import load_encoder
+    from vlmprobe.store import aligned
+    from vlmprobe.zeroshot import run_zero_shot_files
+
+    manifest, embeddings, spec = tiny_study
+    path = tmp_path / "zs.parquet"
+    run_zero_shot_files(manifest, embeddings, "vit-tiny", spec, path, ["ignored {label}"], rule="softmax", protocol="sadman2025")
+    stored = read_predictions(path)
+    table, matrix, meta, _ = aligned(manifest, embeddings, spec)
+    test = np.flatnonzero(np.asarray(table["split"].to_list()) == "test")
+    torch.manual_seed(0)
+    encoder = load_encoder("vit-tiny", spec, "cpu")
+    with torch.inference_mode():
+        text = encoder.encode_text(list(meta["classes"])).float().numpy().astype(np.float64)
+    logits = matrix[test].astype(np.float64) @ text.T  # no normalisation, no logit scale
+    expected = (logits - logits.min(1, keepdims=True)) / (logits.max(1, keepdims=True) - logits.min(1, keepdims=True) + 1e-8)
+    np.testing.assert_allclose(stored.scores, expected, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(stored.predicted, expected > 0.5)
+    assert stored.metadata["protocol"] == "sadman2025" and stored.metadata["details"]["prompts"]["normal"] == ["normal"]
+    result = evaluate_files(manifest, path, embeddings, spec, n_resamples=10, protocol="sadman2025")
+    assert result["protocol"] == "sadman2025" and result["metrics"]["silhouette"] is not None
+    with pytest.raises(VlmprobeError, match="protocol 'sadman2025'"):
+        evaluate_files(manifest, path, embeddings, spec, n_resamples=0)
+
+
+def test_paper_linear_probe_job_writes_row_min_max_decisions_of_its_head(tiny_study, tmp_path):
+    from vlmprobe.metrics import read_predictions
+    from vlmprobe.probes.multilabel import load_head, run_probe_files
+    from vlmprobe.store import aligned
+
+    manifest, embeddings, spec = tiny_study
+    run_probe_files(manifest, embeddings, spec, tmp_path / "lp.parquet", tmp_path / "lp.head.safetensors", protocol="sadman2025")
+    stored, head = read_predictions(tmp_path / "lp.parquet"), load_head(tmp_path / "lp.head.safetensors")
+    table, matrix, _, _ = aligned(manifest, embeddings, spec)
+    test = np.flatnonzero(np.asarray(table["split"].to_list()) == "test")
+    np.testing.assert_allclose(stored.scores, row_minmax(head.logits(matrix[test])), atol=1e-5)
+    np.testing.assert_array_equal(stored.predicted, stored.scores > 0.5)
+    details = stored.metadata["details"]
+    assert stored.metadata["protocol"] == "sadman2025" and details["lr"] == 1e-4 and details["batch_size"] == 24
+    assert 1 <= details["best_epoch"] <= details["epochs_run"] <= 10 and details["n_validation"] == int((table["fold"] == 0).sum())
+
+
+def test_paper_finetuning_uses_the_notebooks_settings(tiny_study, tmp_path):
+    from test_finetune import TINY_RN, finetune
+
+    from vlmprobe.finetune import FinetuneSettings
+    from vlmprobe.metrics import read_predictions
+
+    manifest, _, _ = tiny_study
+    info = finetune(manifest, {**TINY_RN, "image_size": 32}, tmp_path / "ft", FinetuneSettings(epochs=1, lr=1.0, protocol="sadman2025"))
+    settings = info["settings"]
+    assert (settings["epochs"], settings["patience"], settings["batch_size"], settings["lr"], settings["head_lr"]) == (10, 5, 24, 1e-5, 1e-5)
+    assert settings["monitor"] == "loss" and info["loss_weights"] == {"unweighted": True} and info["epochs_run"] >= 6
+    stored = read_predictions(tmp_path / "ft" / "ft.predictions.parquet")
+    assert stored.metadata["protocol"] == "sadman2025"
+    np.testing.assert_allclose(stored.scores.min(axis=1), 0.0, atol=1e-9)
+    np.testing.assert_array_equal(stored.predicted, stored.scores > 0.5)
