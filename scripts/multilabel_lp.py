@@ -16,8 +16,8 @@ def main(smk):
         threshold=settings["threshold"],
         n_jobs=smk.threads,
         identity={"dataset": smk.wildcards.dataset, "model": smk.wildcards.model},
-        protocol=smk.params.protocol,
-        validation_fold=smk.params.validation_fold,
+        protocol=settings.get("protocol", "vlmprobe"),
+        validation_fold=settings.get("validation_fold", 0),
     )
 
 

@@ -15,7 +15,6 @@ def main(smk):
         n_resamples=bootstrap["n_resamples"],
         seed=bootstrap["seed"],
         confidence=bootstrap["confidence"],
-        protocol=smk.params.protocol,
     )
     result.update(dataset=smk.wildcards.dataset, model=smk.wildcards.model, setting=smk.wildcards.setting)
     write_json(smk.output[0], result)

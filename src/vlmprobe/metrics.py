@@ -678,12 +678,12 @@ def evaluate_files(
     n_resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
-    protocol: str = "vlmprobe",
+    protocol: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of one setting from its predictions, the manifest (labels) and an embedding table.
 
-    ``protocol`` must be the one that wrote the predictions (recorded in their metadata); it also chooses
-    how the embedding-space scores group the samples.
+    ``protocol`` (None: the one recorded in the predictions, which the workflow uses) chooses how the
+    embedding-space scores group the samples; given, it must be the one that wrote the predictions.
 
     The predictions must cover exactly the manifest's test samples; the embedding rows of those samples
     give the embedding-space metrics.
@@ -707,6 +707,7 @@ def evaluate_files(
             "delete the predictions and re-run.",
         )
     written_by = predictions.metadata.get("protocol", "vlmprobe")
+    protocol = written_by if protocol is None else protocol
     if written_by != protocol:
         raise VlmprobeError(
             f"Predictions {str(predictions_path)!r} were made with protocol {written_by!r}, the metrics job runs {protocol!r}.",

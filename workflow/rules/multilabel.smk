@@ -21,7 +21,17 @@ PATHS.update(
     }
 )
 MULTILABEL = config["multilabel"]
-PROTOCOL = MULTILABEL["protocol"]  # vlmprobe (ours) or sadman2025 (the paper's notebook), vlmprobe.protocols
+# vlmprobe (ours) or sadman2025 (the paper's notebook), vlmprobe.protocols
+PROTOCOL = MULTILABEL["protocol"]
+# A paper protocol travels in the jobs' params; the default adds nothing, so results made before protocols existed stay valid.
+PROTOCOL_PARAMS = (
+    {}
+    if PROTOCOL == "vlmprobe"
+    else {
+        "protocol": PROTOCOL,
+        "validation_fold": MULTILABEL["finetune"]["validation_fold"],
+    }
+)
 SETTINGS = ("zs", "lp", "ft")
 
 
@@ -89,7 +99,13 @@ def multilabel_results():
 
 def multilabel_skipped():
     return [
-        {"dataset": dataset, "model": model, "setting": setting, "protocol": PROTOCOL, "reason": reason}
+        {
+            "dataset": dataset,
+            "model": model,
+            "setting": setting,
+            "protocol": PROTOCOL,
+            "reason": reason,
+        }
         for dataset in STUDY_DATASETS
         for model in MODELS
         for setting in SETTINGS
@@ -141,9 +157,7 @@ rule multilabel_lp:
         runtime=cpu_runtime_min,
     params:
         spec=model_spec,
-        settings=runtime_free(MULTILABEL["linear_probe"]),
-        protocol=PROTOCOL,
-        validation_fold=MULTILABEL["finetune"]["validation_fold"],
+        settings={**runtime_free(MULTILABEL["linear_probe"]), **PROTOCOL_PARAMS},
     script:
         "../../scripts/multilabel_lp.py"
 
@@ -175,8 +189,8 @@ rule zero_shot:
         decision={
             "rule": MULTILABEL["zero_shot"]["rule"],
             "threshold": MULTILABEL["zero_shot"]["threshold"],
+            **PROTOCOL_PARAMS,
         },
-        protocol=PROTOCOL,
     script:
         "../../scripts/zero_shot.py"
 
@@ -206,7 +220,7 @@ rule finetune:
         runtime=finetune_runtime_min,
     params:
         spec=model_spec,
-        settings={**runtime_free(MULTILABEL["finetune"]), "protocol": PROTOCOL},
+        settings={**runtime_free(MULTILABEL["finetune"]), **PROTOCOL_PARAMS},
         seed=config["seed"],
     script:
         "../../scripts/finetune.py"
@@ -235,7 +249,6 @@ rule multilabel_metrics:
         runtime=cpu_runtime_min,
     params:
         bootstrap={**MULTILABEL["bootstrap"], "seed": config["seed"]},
-        protocol=PROTOCOL,
         expected_spec=lambda wildcards: (
             None if wildcards.setting == "ft" else config["models"][wildcards.model]
         ),
