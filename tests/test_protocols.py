@@ -312,10 +312,10 @@ def test_paper_zero_shot_is_the_raw_dot_product_with_bare_class_names(tiny_study
     np.testing.assert_allclose(stored.scores, expected, rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(stored.predicted, expected > 0.5)
     assert stored.metadata["protocol"] == "sadman2025" and stored.metadata["details"]["prompts"]["normal"] == ["normal"]
-    result = evaluate_files(manifest, path, embeddings, spec, n_resamples=10, protocol="sadman2025")
+    result = evaluate_files(manifest, path, embeddings, spec, n_resamples=10)  # the protocol the predictions record
     assert result["protocol"] == "sadman2025" and result["metrics"]["silhouette"] is not None
     with pytest.raises(VlmprobeError, match="protocol 'sadman2025'"):
-        evaluate_files(manifest, path, embeddings, spec, n_resamples=0)
+        evaluate_files(manifest, path, embeddings, spec, n_resamples=0, protocol="vlmprobe")
 
 
 def test_paper_linear_probe_job_writes_row_min_max_decisions_of_its_head(tiny_study, tmp_path):
