@@ -20,6 +20,8 @@ twice the combined fold standard deviation, ``2 * sqrt(std_paper² + std_ours²)
 ``protocol:``), and each of our rows names the protocol that produced it (a ``protocol`` column; a table
 without one predates protocols and counts as ``vlmprobe``). A paper number is only ever set beside ours of
 the same protocol; our rows of another protocol are listed as "ours only (protocol ...)", never differenced.
+(A linear-probe summary without the column counts as ``takeda2025-linear-svc``, the only protocol our
+LinearSVC probe has ever had.)
 """
 
 from __future__ import annotations
@@ -79,10 +81,10 @@ def paper_protocol(block: dict[str, Any]) -> str:
     return str(protocol)
 
 
-def with_protocol(ours: pl.DataFrame) -> pl.DataFrame:
+def with_protocol(ours: pl.DataFrame, default: str = DEFAULT_OUR_PROTOCOL) -> pl.DataFrame:
     if "protocol" in ours.columns:
-        return ours.with_columns(pl.col("protocol").fill_null(DEFAULT_OUR_PROTOCOL))
-    return ours.with_columns(pl.lit(DEFAULT_OUR_PROTOCOL).alias("protocol"))
+        return ours.with_columns(pl.col("protocol").fill_null(default))
+    return ours.with_columns(pl.lit(default).alias("protocol"))
 
 
 def other_protocol(protocol: str) -> str:
@@ -123,7 +125,7 @@ def compare_linear_probe(
     _check_mapping("(model, backbone) pair(s)", {k: (v["model"], v["backbone"]) for k, v in models.items()}, pairs, "linear_probe: models")
     dataset_id = {name: key for key, name in datasets.items()}
     model_id = {(value["model"], value["backbone"]): key for key, value in models.items()}
-    ours = with_protocol(ours)
+    ours = with_protocol(ours, REFERENCE_PROTOCOLS["takeda2025_linear_svm"])
     ours_rows = {(row["model"], row["dataset"]): row for row in ours.filter(pl.col("protocol") == protocol).iter_rows(named=True)}
     others = [row for row in ours.filter(pl.col("protocol") != protocol).iter_rows(named=True)]
     used: set[tuple[str, str]] = set()
