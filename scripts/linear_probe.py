@@ -7,13 +7,16 @@ from vlmprobe.store import aligned
 
 
 def main(smk):
+    rule = smk.params.positive_label  # {positive_label, fscore} where the dataset sets `fscore:`, else the label alone
+    rule = rule if isinstance(rule, dict) else {"positive_label": rule}
     manifest, matrix, manifest_meta, embedding_meta = aligned(smk.input.manifest, smk.input.embeddings, dict(smk.params.spec))
     result = run_linear_probe(
         matrix,
         labels=[labels[0] for labels in manifest["labels"].to_list()],
         split=manifest["split"].to_list(),
         fold=manifest["fold"].to_list(),
-        positive_label=smk.params.positive_label,
+        positive_label=rule.get("positive_label"),
+        fscore=rule.get("fscore"),
         n_jobs=smk.threads,
         seed=manifest_meta["seed"],
     )

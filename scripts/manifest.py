@@ -16,6 +16,7 @@ def main(smk):
         out_path=Path(smk.output[0]),
         data_dir=Path(smk.params.data_dir),
         base_dir=Path.cwd(),
+        split_protocol=smk.params.split.get("protocol", "vlmprobe"),
     )
 
 

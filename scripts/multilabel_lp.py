@@ -16,6 +16,8 @@ def main(smk):
         threshold=settings["threshold"],
         n_jobs=smk.threads,
         identity={"dataset": smk.wildcards.dataset, "model": smk.wildcards.model},
+        protocol=settings.get("protocol", "vlmprobe"),
+        validation_fold=settings.get("validation_fold", 0),
     )
 
 

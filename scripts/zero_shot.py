@@ -18,6 +18,7 @@ def main(smk):
         threshold=smk.params.decision["threshold"],
         device="cpu",  # a few prompts per class: the text tower is cheap on a CPU
         identity={"dataset": smk.wildcards.dataset, "model": smk.wildcards.model},
+        protocol=smk.params.decision.get("protocol", "vlmprobe"),
     )
 
 

@@ -180,3 +180,36 @@ def iu_xray(root: Path, copies: int = 7) -> Path:
     write_csv(root / "indiana_reports.csv", ["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"], reports)
     write_csv(root / "indiana_projections.csv", ["uid", "filename", "projection"], projections)
     return root
+
+
+CHEXPERT = [
+    "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia",
+    "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices", "No Finding",
+]
+CHEXPERT_PATTERNS = {
+    # report pattern (uid % 100) -> {class: value}; unlisted classes are blank (not mentioned)
+    1: {"No Finding": "1.0"},
+    2: {"Cardiomegaly": "1.0", "Enlarged Cardiomediastinum": "-1.0"},
+    3: {"Lung Opacity": "1.0", "Atelectasis": "1.0"},
+    4: {"Lung Lesion": "1.0", "Pneumothorax": "0.0"},
+    5: {},  # nothing mentioned: the notebook's "No Finding"
+    6: {"Pleural Effusion": "1", "Edema": "-1"},
+    7: {"Cardiomegaly": "1"},
+    8: {"Support Devices": "1.0", "Fracture": "0"},
+    9: {"Lung Opacity": "1.0", "Pneumonia": "-1.0"},
+    10: {"Cardiomegaly": "1.0", "Lung Opacity": "1.0"},
+}
+
+
+def iu_xray_chexpert(root: Path, copies: int = 7, name: str = "iuxray_frontal_14labels.csv") -> Path:
+    """:func:`iu_xray` plus a CheXpert-format 14-label CSV keyed by filename, one row per frontal image,
+    with the columns of Sadman et al.'s ``iuxray_frontal_14labels.csv`` (uid, filename, report text, 14 classes)."""
+    iu_xray(root, copies=copies)
+    with open(root / "indiana_projections.csv", newline="") as handle:
+        frontal = [row for row in csv.DictReader(handle) if row["projection"] == "Frontal"]
+    rows = []
+    for row in frontal:
+        pattern = CHEXPERT_PATTERNS[int(row["uid"]) % 100]
+        rows.append([row["uid"], row["filename"], "chest pain", "None.", "The lungs are clear.", "No acute disease.", *[pattern.get(c, "") for c in CHEXPERT]])
+    write_csv(root / name, ["uid", "filename", "indication", "comparison", "findings", "impression", *CHEXPERT], rows)
+    return root

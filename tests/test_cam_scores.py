@@ -97,6 +97,26 @@ def test_score_map_bundles_scores_and_chance():
         score_map(cam[:, :5], region)
 
 
+def test_iou_chance_is_the_mean_over_permuted_maps_and_all_ones_is_an_upper_bound():
+    import itertools
+
+    from vlmprobe.cam_scores import iou, permuted_iou_chance
+
+    cam = np.array([[0.0, 0.9, 1.0], [0.2, 0.0, 0.1]])  # two salient pixels at the default threshold
+    region = np.array([[True, True, False], [False, False, False]])
+    values = cam.ravel()
+    permuted = [iou(np.array(order).reshape(cam.shape), region) for order in itertools.permutations(values)]
+    score = score_map(cam, region)
+    assert score.iou_chance == pytest.approx(np.mean(permuted))  # exact: every placement of the values
+    assert score.iou_chance == pytest.approx(permuted_iou_chance(6, 2, 2))
+    assert score.iou_chance < score.area_fraction == pytest.approx(iou(np.ones(cam.shape), region))
+    subsets = [set(c) for c in itertools.combinations(range(10), 4)]
+    direct = np.mean([len(c & {0, 1, 2}) / len(c | {0, 1, 2}) for c in subsets])
+    assert permuted_iou_chance(10, 4, 3) == pytest.approx(direct)
+    for s in range(1, 10):  # the all-ones map (s = N) has the largest expected IoU
+        assert permuted_iou_chance(10, s, 3) <= permuted_iou_chance(10, 10, 3) == pytest.approx(0.3)
+
+
 def test_label_region_prefers_boxes_then_masks(tmp_path):
     mask = np.zeros(SHAPE, dtype=np.uint8)
     mask[0:2, 0:3] = 255
@@ -169,6 +189,7 @@ def test_heatmap_summary_table_markdown_and_figure(tmp_path):
     assert per_label["pointing_game"].item() == 0.5  # s0 hit, s2 miss
     markdown = (tmp_path / "s.md").read_text()
     assert "| m1 | 25% ± 22 (10%), n = 4 | 75% ± 22 (10%), n = 4 |" in markdown
+    assert "### IoU (chance; all-ones map)" in markdown and "| m1 | 0.20 (—; 0.10) |" in markdown  # fixture rows have no iou_chance
     assert (tmp_path / "s.png").stat().st_size > 1000
     empty = cam_scores.write_heatmap_summary([], tmp_path / "e.parquet", tmp_path / "e.md", tmp_path / "e.png")
     assert empty.is_empty() and "No annotated maps" in (tmp_path / "e.md").read_text()

@@ -43,7 +43,7 @@ def build_miniatures(workdir: Path) -> None:
     miniatures.hicervix(data / "HiCervix")
     miniatures.deepdrid(data / "DeepDRiD")
     miniatures.isic2019(data / "ISIC2019")
-    miniatures.iu_xray(data / "iu-xray", copies=7)
+    miniatures.iu_xray_chexpert(data / "iu-xray", copies=7)  # with the notebook's 14-label CSV
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,8 @@ def test_preset_is_a_valid_config(name):
 
     config = preset(name)
     validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
-    assert config["split"] == {"test_fraction": 0.2, "n_folds": 5}
+    assert {key: config["split"][key] for key in ("test_fraction", "n_folds")} == {"test_fraction": 0.2, "n_folds": 5}
+    assert config["split"].get("protocol", "vlmprobe") == {"takeda2025": "vlmprobe", "sadman2025": "sadman2025"}[name]
 
 
 def active_models():
@@ -134,12 +135,16 @@ def test_takeda_datasets_build_manifests_from_their_real_layouts(workdir, datase
 
 
 def test_sadman_dataset_builds_a_multilabel_manifest_with_statistics(workdir):
-    spec = preset("sadman2025")["datasets"]["iu-xray"]
+    config = preset("sadman2025")
+    spec = config["datasets"]["iu-xray"]
     out = workdir / "results" / "manifests" / "iu-xray.parquet"
-    make_manifest("iu-xray", {**spec, "min_label_count": 15}, 0, 0.2, 5, out, workdir / "results" / "datasets" / "iu-xray", workdir)
-    _, provenance = read_manifest(out)
-    assert provenance["multilabel"] and "normal" in provenance["classes"] and "other" in provenance["classes"]
+    make_manifest("iu-xray", spec, config["seed"], 0.2, 5, out, workdir / "results" / "datasets" / "iu-xray", workdir, config["split"]["protocol"])
+    table, provenance = read_manifest(out)
+    assert provenance["multilabel"] and "No Finding" in provenance["classes"] and "Cardiomegaly" in provenance["classes"]
+    assert provenance["split_protocol"] == "sadman2025" and set(table.column("fold").to_pylist()) == {0, 1, None}
+    assert table.num_rows == 77  # every frontal image named by the label CSV
     assert (workdir / "results" / "datasets" / "iu-xray" / "label_stats.json").is_file()
+    assert config["multilabel"]["protocol"] == config["reference"]["multilabel"]["protocol"] == "sadman2025"
 
 
 @pytest.fixture(scope="module")

@@ -24,17 +24,18 @@ from vlmprobe.reference_compare import (
 )
 from vlmprobe.summary import LINEAR_PROBE_COLUMNS
 
+LP = "takeda2025-linear-svc"
 DATASETS = {"brainmr": "BrainMR", "busi": "BreastUS", "isic": "ISIC2019"}
 MODELS = {"clip-b16": {"model": "CLIP", "backbone": "ViT-B/16"}, "vgg": {"model": "VGG16", "backbone": "VGG16"}, "uni": {"model": "UNI", "backbone": "ViT-B/16"}}
 
 
 def ours_fixture() -> pl.DataFrame:
     rows = [
-        # dataset, model, n, classes, acc, acc_std, f, f_std, f1 macro, std
-        ("brainmr", "clip-b16", 2870, 4, 0.931, 0.004, 0.928, 0.005, 0.928, 0.005),  # paper 92 ± 0.7 / 92 ± 0.7
-        ("brainmr", "vgg", 2870, 4, 0.771, 0.010, 0.769, 0.012, 0.769, 0.012),  # paper 83 ± 1.1: 6 points below
-        ("busi", "clip-b16", 780, 3, 0.845, 0.012, 0.83, 0.015, 0.83, 0.015),
-        ("brainmr", "pixels", 2870, 4, 0.60, 0.01, 0.59, 0.01, 0.59, 0.01),  # not a paper model
+        # dataset, model, protocol, n, classes, acc, acc_std, f, f_std, f1 macro, std
+        ("brainmr", "clip-b16", LP, 2870, 4, 0.931, 0.004, 0.928, 0.005, 0.928, 0.005),  # paper 92 ± 0.7 / 92 ± 0.7
+        ("brainmr", "vgg", LP, 2870, 4, 0.771, 0.010, 0.769, 0.012, 0.769, 0.012),  # paper 83 ± 1.1: 6 points below
+        ("busi", "clip-b16", LP, 780, 3, 0.845, 0.012, 0.83, 0.015, 0.83, 0.015),
+        ("brainmr", "pixels", LP, 2870, 4, 0.60, 0.01, 0.59, 0.01, 0.59, 0.01),  # not a paper model
     ]
     return pl.DataFrame(rows, schema=LINEAR_PROBE_COLUMNS, orient="row")
 
@@ -113,6 +114,7 @@ def test_settings_comparison_keeps_unrun_settings(tmp_path):
             "dataset": ["iu", "iu", "iu", "other"],
             "model": ["bm", "bm", "bm", "bm"],
             "setting": ["zs", "lp", "lp-balanced", "ft"],
+            "protocol": ["sadman2025"] * 4,
             "status": ["ok", "ok", "ok", "ok"],
             "reason": [None, None, None, None],
             "f1_macro": [0.12, 0.2, 0.25, 0.9],
@@ -131,7 +133,7 @@ def test_settings_comparison_keeps_unrun_settings(tmp_path):
     assert by[("lp-balanced", "f1")]["status"] == OURS_ONLY
     assert comparison.height == 4 * 4
     text = (tmp_path / "m.md").read_text()
-    assert "| zs | f1 / f1_macro | 0.120 | 0.105 | +0.015 | compared |" in text
+    assert "| zs | f1 / f1_macro | 0.120 | 0.105 | +0.015 | sadman2025 | compared |" in text
     nothing = write_settings_comparison(None, block, tmp_path / "n.csv", tmp_path / "n.md", missing_reason="not run: the workflow has no 'summary_multilabel' summary")
     assert nothing.height == 12 and set(nothing["status"]) == {"not run: the workflow has no 'summary_multilabel' summary"}
     skipped = ours.with_columns(
@@ -145,3 +147,59 @@ def test_settings_comparison_keeps_unrun_settings(tmp_path):
         compare_settings(ours, reference_table("sadman2025_iuxray"), {"f1": "f1_samples"})
     with pytest.raises(VlmprobeError, match="reference table has not"):
         compare_settings(ours, reference_table("sadman2025_iuxray"), {"auc": "auc"})
+
+
+def test_a_paper_number_is_only_set_beside_ours_of_its_protocol(tmp_path):
+    """Our recommended-protocol rows never get a paper column or a Δ; the paper's protocol rows do."""
+    ours = pl.DataFrame(
+        {
+            "dataset": ["iu"] * 4,
+            "model": ["bm"] * 4,
+            "setting": ["zs", "lp", "ft", "zs"],
+            "protocol": ["vlmprobe", "vlmprobe", "vlmprobe", "sadman2025"],
+            "status": ["ok"] * 4,
+            "reason": [None] * 4,
+            "f1_macro": [0.30, 0.40, 0.50, 0.11],
+            "exact_match": [0.1, 0.2, 0.3, 0.0],
+            "lrap": [0.5, 0.6, 0.7, 0.26],
+            "distance_ratio": [1.0, 1.0, 2.0, 1.6],
+        }
+    )
+    path = tmp_path / "ml.parquet"
+    ours.write_parquet(path)
+    block = {"table": "sadman2025_iuxray", "ours": "summary_multilabel", "dataset": "iu", "model": "bm", "metrics": METRICS}
+    comparison = write_settings_comparison(path, block, tmp_path / "m.csv", tmp_path / "m.md")
+    differenced = comparison.filter(pl.col("diff").is_not_null())
+    assert differenced.height == 4 and set(differenced["setting"]) == {"zs"}
+    assert set(differenced["our_protocol"]) == set(differenced["paper_protocol"]) == {"sadman2025"}
+    zs_f1 = comparison.filter((pl.col("setting") == "zs") & (pl.col("metric") == "f1") & pl.col("paper").is_not_null()).row(0, named=True)
+    assert math.isclose(zs_f1["ours"], 0.11) and math.isclose(zs_f1["diff"], 0.11 - 0.105)  # not the vlmprobe zs value 0.30
+    paper_lp = comparison.filter((pl.col("setting") == "lp") & pl.col("paper").is_not_null())
+    assert paper_lp["ours"].null_count() == 4 and all("protocol sadman2025" in status for status in paper_lp["status"])
+    recommended = comparison.filter(pl.col("our_protocol") == "vlmprobe")
+    assert recommended.height == 3 * 4 and recommended["paper"].null_count() == 12 and recommended["diff"].null_count() == 12
+    assert set(recommended["status"]) == {"ours only (protocol vlmprobe: not comparable)"}
+    # every compared cell of the CSV pairs one protocol
+    table = pl.read_csv(tmp_path / "m.csv")
+    assert (table.filter(pl.col("status") == COMPARED)["our_protocol"] == "sadman2025").all()
+    assert "The paper's protocol is sadman2025" in (tmp_path / "m.md").read_text()
+
+
+def test_linear_probe_rows_of_another_protocol_are_not_compared(takeda):
+    other = ours_fixture().with_columns(pl.when(pl.col("model") == "vgg").then(pl.lit("vlmprobe")).otherwise(pl.col("protocol")).alias("protocol"))
+    comparison = compare_linear_probe(other, takeda, DATASETS, MODELS, ["brainmr", "busi"], ["clip-b16", "vgg", "pixels"])
+    paper_vgg = comparison.filter((pl.col("model") == "VGG16") & (pl.col("dataset") == "BrainMR") & pl.col("accuracy_paper").is_not_null()).row(0, named=True)
+    assert paper_vgg["status"] == NO_RESULT and paper_vgg["accuracy_ours"] is None
+    listed = comparison.filter(pl.col("our_protocol") == "vlmprobe").row(0, named=True)
+    assert listed["accuracy_paper"] is None and listed["accuracy_diff"] is None and "not comparable" in listed["status"]
+    compared = comparison.filter(pl.col("status") == COMPARED)
+    assert compared.height == 2 and (compared["our_protocol"] == compared["paper_protocol"]).all()
+
+
+def test_a_reference_table_without_a_known_protocol_must_name_one():
+    from vlmprobe.reference_compare import paper_protocol
+
+    assert paper_protocol({"table": "sadman2025_iuxray"}) == "sadman2025"
+    assert paper_protocol({"table": "my.csv", "protocol": "vlmprobe"}) == "vlmprobe"
+    with pytest.raises(VlmprobeError, match="protocol"):
+        paper_protocol({"table": "my.csv"})

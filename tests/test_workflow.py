@@ -47,7 +47,7 @@ def test_every_output_exists_and_is_sound(finished_run):
             assert (finished_run / "logs" / "embed" / dataset / f"{model}.log").is_file()
             assert (finished_run / "benchmarks" / "embed" / dataset / f"{model}.tsv").is_file()
     summary = pl.read_parquet(results / "summary" / "linear_probe.parquet")
-    assert summary.columns == ["dataset", "model", "n_samples", "n_classes", "accuracy_mean", "accuracy_std", "fscore_mean", "fscore_std", "f1_macro_mean", "f1_macro_std"]
+    assert summary.columns == ["dataset", "model", "protocol", "n_samples", "n_classes", "accuracy_mean", "accuracy_std", "fscore_mean", "fscore_std", "f1_macro_mean", "f1_macro_std"]
     assert summary.height == 4
     assert set(summary["n_samples"].to_list()) == {36, 30}
     # brightness-coded classes: raw pixels separate them

@@ -15,14 +15,21 @@ pointing game      1 if the map's maximum lies inside the region     the region'
                    Ties at the maximum are split: the score is the
                    fraction of maximal pixels inside the region, so
                    a constant map scores exactly the area fraction.
-IoU                intersection over union of the thresholded map    the area fraction: the IoU of a map that
-                   (pixels >= ``threshold`` x max, default 0.5,      marks the whole image.
-                   on the map's own min-max range) with the region.
-                   ``top_fraction`` instead keeps the top k % of
-                   pixels.
+IoU                intersection over union of the thresholded map    ``iou_chance``: the expected IoU of the
+                   (pixels >= ``threshold`` x max, default 0.5,      same map with its pixels permuted at
+                   on the map's own min-max range) with the region.  random over the image (same values, so
+                   ``top_fraction`` instead keeps the top k % of     the same number s of salient pixels,
+                   pixels.                                           placed anywhere): E[I / (s + r - I)] with
+                                                                     I ~ Hypergeometric(N, r, s), exact.
 energy fraction    sum of the map inside the region / sum of the     the area fraction: a uniform map puts
                    map (after subtracting the map's minimum).        that share of its energy in the region.
 =================  ================================================  ========================================
+
+For IoU the area fraction is *not* chance: it is the IoU of an all-ones map (``iou_all_ones``), the
+largest IoU any map that ignores the image can expect (a random salient set of s of N pixels has
+expected IoU ~ s r / N / (s + r - s r / N), increasing in s, reaching r / N at s = N). A map whose
+salient area is small has a chance level far below it, so "IoU above the area fraction" understated
+what a localising map achieves and "below" did not mean "worse than chance"; both columns are reported.
 
 A flat map (max == min, e.g. Grad-CAM with no positive evidence) carries no location at all: it is
 treated as uniform and scores exactly chance on all three (flagged ``flat``), rather than as a
@@ -50,8 +57,10 @@ class MapScore:
     iou: float
     energy_fraction: float
     area_fraction: float
-    """The chance level of all three scores (see the module docstring)."""
+    """The chance level of the pointing game and the energy fraction; for IoU, the all-ones map's IoU (an upper bound)."""
     flat: bool
+    iou_chance: float = float("nan")
+    """The expected IoU of this map with its pixels randomly permuted (see the module docstring)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,6 +151,18 @@ def iou(cam: np.ndarray, region: np.ndarray, threshold: float = DEFAULT_THRESHOL
     return float(np.logical_and(salient, region).sum() / union)
 
 
+def permuted_iou_chance(n_pixels: int, n_salient: int, n_region: int) -> float:
+    """E[I / (s + r - I)], I ~ Hypergeometric(N, r, s): the IoU expected of ``s`` salient pixels placed at random."""
+    from scipy.stats import hypergeom
+
+    N, s, r = int(n_pixels), int(n_salient), int(n_region)
+    if s == 0 or r == 0:
+        return 0.0
+    overlap = np.arange(max(0, s + r - N), min(s, r) + 1)
+    probability = hypergeom(N, r, s).pmf(overlap)
+    return float(np.sum(probability * overlap / (s + r - overlap)))
+
+
 def energy_fraction(cam: np.ndarray, region: np.ndarray) -> float:
     """Share of the map's mass (above its minimum) that lies inside ``region``; a flat map counts as uniform."""
     _check(cam, region)
@@ -163,6 +184,7 @@ def score_map(cam: np.ndarray, region: np.ndarray, threshold: float = DEFAULT_TH
         energy_fraction=energy_fraction(cam, region),
         area_fraction=area_fraction(region),
         flat=_is_flat(cam),
+        iou_chance=permuted_iou_chance(cam.size, int(threshold_map(cam, threshold, rule).sum()), int(region.sum())),
     )
 
 
@@ -194,12 +216,16 @@ def label_region(
 def summarise(scores: Any, by: list[str]) -> Any:
     """Mean scores per group of a scores table (polars): maps with a region only.
 
-    Columns: ``by`` + n_maps, pointing_game, iou, energy_fraction, chance (mean area fraction),
-    pointing_game_lift (pointing_game - chance) and the pointing game's binomial standard error.
+    Columns: ``by`` + n_maps, pointing_game, iou, energy_fraction, chance (mean area fraction: the pointing
+    game's and energy's chance level), iou_chance (mean permuted-map IoU), iou_all_ones (mean area fraction:
+    the all-ones map's IoU, an upper bound for uninformative maps, not chance), pointing_game_lift
+    (pointing_game - chance) and the pointing game's binomial standard error.
     """
     import polars as pl
 
     scored = scores.filter(pl.col("has_region"))
+    if "iou_chance" not in scored.columns:  # score files written before the permuted-map chance existed
+        scored = scored.with_columns(pl.lit(None, pl.Float64).alias("iou_chance"))
     return (
         scored.group_by(by, maintain_order=True)
         .agg(
@@ -208,6 +234,8 @@ def summarise(scores: Any, by: list[str]) -> Any:
             pl.col("iou").mean(),
             pl.col("energy_fraction").mean(),
             pl.col("area_fraction").mean().alias("chance"),
+            pl.col("iou_chance").mean(),
+            pl.col("area_fraction").mean().alias("iou_all_ones"),
             pl.col("flat").mean().alias("flat_fraction"),
         )
         .with_columns(
@@ -231,11 +259,12 @@ def heatmap_summary(score_paths) -> Any:
     import polars as pl
 
     frames = [pl.read_parquet(path) for path in score_paths]
-    scores = pl.concat(frames, how="vertical") if frames else pl.DataFrame(schema=SCORE_SCHEMA)
+    scores = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=SCORE_SCHEMA)
     keys = ["dataset", "model", "setting", "method"]
     overall = summarise(scores, keys).with_columns(pl.lit(ALL_LABELS).alias("label"))
     per_label = summarise(scores, [*keys, "label"])
-    columns = [*keys, "label", "n_maps", "pointing_game", "pointing_game_se", "chance", "pointing_game_lift", "iou", "energy_fraction", "flat_fraction"]
+    columns = [*keys, "label", "n_maps", "pointing_game", "pointing_game_se", "chance", "pointing_game_lift", "iou", "iou_chance", "iou_all_ones",
+               "energy_fraction", "flat_fraction"]  # fmt: skip
     table = pl.concat([overall.select(columns), per_label.select(columns)], how="vertical")
     order = {name: i for i, name in enumerate(SETTING_ORDER)}
     return (
@@ -246,6 +275,10 @@ def heatmap_summary(score_paths) -> Any:
         .sort("dataset", "model", "_setting", "method", "_label", "label")
         .drop("_setting", "_label")
     )
+
+
+def _fixed(value) -> str:
+    return "—" if value is None or value != value else f"{value:.2f}"
 
 
 def _percent(value) -> str:
@@ -266,9 +299,11 @@ def heatmap_markdown(summary) -> str:
         "# Grad-CAM maps scored against annotations\n",
         "Maps for each selected test image's true labels, scored where the image has a box or mask for the label. "
         "**Pointing game**: share of maps whose maximum lies inside the annotation. **IoU**: of the map thresholded at "
-        "half its range with the annotation. **Energy**: share of the map's mass inside the annotation. For all three, "
-        "a map that knows nothing scores the annotation's area fraction (**chance**, in parentheses). ± is the pointing "
-        "game's binomial standard error; n the number of scored maps.\n",
+        "half its range with the annotation. **Energy**: share of the map's mass inside the annotation. For the pointing "
+        "game and energy, a map that knows nothing scores the annotation's area fraction (**chance**, in parentheses). "
+        "For IoU, **chance** is the IoU expected of the same map with its pixels randomly permuted over the image; the "
+        "area fraction is shown as **all-ones** (the IoU of a map marking the whole image: an upper bound for a map that "
+        "ignores the image, not chance). ± is the pointing game's binomial standard error; n the number of scored maps.\n",
     ]
     overall = summary.filter(pl.col("label") == ALL_LABELS)
     if overall.is_empty():
@@ -282,7 +317,7 @@ def heatmap_markdown(summary) -> str:
         lines.append(f"## {dataset} ({method})\n")
         for title, render in (
             ("Pointing game (chance)", lambda r: f"{_percent(r['pointing_game'])} ± {r['pointing_game_se'] * 100:.0f} ({_percent(r['chance'])}), n = {r['n_maps']}"),
-            ("IoU (chance)", lambda r: f"{r['iou']:.2f} ({r['chance']:.2f})"),
+            ("IoU (chance; all-ones map)", lambda r: f"{r['iou']:.2f} ({_fixed(r['iou_chance'])}; {r['iou_all_ones']:.2f})"),
             ("Energy inside the annotation (chance)", lambda r: f"{_percent(r['energy_fraction'])} ({_percent(r['chance'])})"),
         ):
             rows = [[model, *[render(cells[(model, s)]) if (model, s) in cells else "—" for s in settings]] for model in models]
@@ -304,7 +339,7 @@ def heatmap_summary_figure(summary) -> Any:
     overall = summary.filter(pl.col("label") == ALL_LABELS).with_columns(
         pl.concat_str([pl.col("dataset"), pl.col("model")], separator=" / ").alias("dataset / model"),
         pl.format("{}% ({}%)", (pl.col("pointing_game") * 100).round(0).cast(pl.Int64), (pl.col("chance") * 100).round(0).cast(pl.Int64)).alias("pg_text"),
-        pl.format("{} ({})", pl.col("iou").round(2), pl.col("chance").round(2)).alias("iou_text"),
+        pl.format("{} ({})", pl.col("iou").round(2), pl.col("iou_chance").round(2)).alias("iou_text"),
         pl.format("{}% ({}%)", (pl.col("energy_fraction") * 100).round(0).cast(pl.Int64), (pl.col("chance") * 100).round(0).cast(pl.Int64)).alias("energy_text"),
     )
     settings = [s for s in SETTING_ORDER if s in overall["setting"].to_list()] + sorted(set(overall["setting"].to_list()) - set(SETTING_ORDER))
@@ -345,7 +380,7 @@ def _score_schema() -> dict[str, Any]:
         "sample_id": pl.String, "label": pl.String, "target_kind": pl.String, "score": pl.Float64,
         "map_index": pl.Int64, "has_region": pl.Boolean, "region_source": pl.String,
         "area_fraction": pl.Float64, "pointing_game": pl.Float64, "iou": pl.Float64,
-        "energy_fraction": pl.Float64, "flat": pl.Boolean,
+        "energy_fraction": pl.Float64, "flat": pl.Boolean, "iou_chance": pl.Float64,
     }
 
 

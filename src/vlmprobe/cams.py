@@ -697,6 +697,7 @@ def run_heatmaps(
                     "iou": score.iou if score else None,
                     "energy_fraction": score.energy_fraction if score else None,
                     "flat": bool(cam.max() <= cam.min()),
+                    "iou_chance": score.iou_chance if score else None,
                 }
             )
             panels.append(

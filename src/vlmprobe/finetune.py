@@ -35,6 +35,13 @@ Protocol
   containers of tensors and numbers, read back with ``torch.load(weights_only=True)``; the folder is
   removed when the job finishes.
 
+Protocol ``sadman2025`` (``multilabel: protocol: sadman2025``, Sadman et al.'s notebook, see
+:data:`vlmprobe.protocols.FINETUNE`): the training rows outside ``validation_fold`` train, that fold validates;
+10 epochs, patience 5 on the validation BCE (mean of batch means), batches of 24 (last batch kept),
+unweighted BCE, the head's weight Xavier-uniform, AdamW over encoder and head at a constant 1e-5 (weight decay
+1e-2) re-created at the start of every epoch, no gradient clipping; test decisions: row-min-max scaled logits
+> 0.5 (the stored scores are the scaled logits). These values replace the configured ones.
+
 Outputs (paths from the workflow)
 ---------------------------------
 * ``encoder.safetensors``: the fine-tuned image tower's state dict -- the keys of
@@ -96,6 +103,7 @@ class FinetuneSettings:
     validation_fold: int = 0
     threshold: str | float = "tuned"
     monitor: str = "average_precision"
+    protocol: str = "vlmprobe"
 
     @classmethod
     def from_config(cls, block: dict[str, Any]) -> FinetuneSettings:
@@ -227,6 +235,13 @@ def _run_finetune(
     from vlmprobe.probes.multilabel import LinearHead, apply_thresholds, argmax_decisions, f1_optimal_thresholds, mean_average_precision, save_head
     from vlmprobe.store import write_embeddings
 
+    from dataclasses import replace
+
+    from vlmprobe.protocols import DECISION, FINETUNE, check_protocol, row_minmax, row_minmax_decisions
+
+    paper = check_protocol(settings.protocol) == "sadman2025"
+    if paper:
+        settings = replace(settings, **{key: FINETUNE[key] for key in ("epochs", "patience", "batch_size", "lr", "head_lr", "weight_decay", "monitor")})
     if settings.monitor not in ("average_precision", "loss"):
         raise VlmprobeError(f"Unknown early-stopping monitor {settings.monitor!r}.", "set `multilabel: finetune: monitor:` to average_precision or loss.")
     if not supports_finetuning(spec):
@@ -277,9 +292,15 @@ def _run_finetune(
             trainable.append(parameter)
     torch.manual_seed(seed)  # the head's initialisation does not depend on how much the model consumed
     head = torch.nn.Linear(encoder.embed_dim, len(classes)).to(device)
+    if paper:
+        torch.nn.init.xavier_uniform_(head.weight)
 
     train_indicator = indicator[is_train]
-    if multilabel:
+    if paper:
+        criterion = torch.nn.BCEWithLogitsLoss() if multilabel else torch.nn.CrossEntropyLoss()
+        targets = torch.as_tensor(indicator, dtype=torch.float32) if multilabel else torch.as_tensor(np.argmax(indicator, axis=1), dtype=torch.long)
+        loss_weights = {"unweighted": True}
+    elif multilabel:
         positives = train_indicator.sum(axis=0)
         pos_weight = np.clip((len(train_indicator) - positives) / np.maximum(positives, 1), 1.0 / MAX_POS_WEIGHT, MAX_POS_WEIGHT)
         criterion = torch.nn.BCEWithLogitsLoss(pos_weight=torch.as_tensor(pos_weight, dtype=torch.float32, device=device))
@@ -292,10 +313,13 @@ def _run_finetune(
         targets = torch.as_tensor(np.argmax(indicator, axis=1), dtype=torch.long)
         loss_weights = {"class_weight": dict(zip(classes, map(float, class_weight), strict=True))}
 
-    optimizer = torch.optim.AdamW(
-        [{"params": trainable, "lr": settings.lr}, {"params": list(head.parameters()), "lr": settings.head_lr}],
-        weight_decay=settings.weight_decay,
-    )
+    def new_optimizer():
+        return torch.optim.AdamW(
+            [{"params": trainable, "lr": settings.lr}, {"params": list(head.parameters()), "lr": settings.head_lr}],
+            weight_decay=settings.weight_decay,
+        )
+
+    optimizer = new_optimizer()
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     def subset(mask: np.ndarray) -> _LabelledImages:
@@ -319,7 +343,10 @@ def _run_finetune(
                     logits.append(head(module(images.to(device, non_blocking=True)).float()).float())
                 wanted.append(batch_targets.to(device))
         logits_all, wanted_all = torch.cat(logits), torch.cat(wanted)
-        loss = float(criterion(logits_all, wanted_all).item())
+        if paper:  # the notebook's mean of per-batch mean losses
+            loss = float(np.mean([criterion(a, b).item() for a, b in zip(logits, wanted, strict=True)]))
+        else:
+            loss = float(criterion(logits_all, wanted_all).item())
         scores = torch.sigmoid(logits_all) if multilabel else torch.softmax(logits_all, dim=1)
         return loss, mean_average_precision(indicator[is_val], scores.cpu().numpy().astype(np.float64))
 
@@ -367,8 +394,11 @@ def _run_finetune(
         module.train()
         head.train()
         generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+        if paper:  # the notebook re-creates AdamW (and its cosine schedule) at the start of every epoch
+            optimizer = new_optimizer()
+        drop_last = len(train_data) > settings.batch_size and not paper
         loader = torch.utils.data.DataLoader(
-            train_data, batch_size=settings.batch_size, shuffle=True, generator=generator, drop_last=len(train_data) > settings.batch_size, **loader_options
+            train_data, batch_size=settings.batch_size, shuffle=True, generator=generator, drop_last=drop_last, **loader_options
         )
         total, seen = 0.0, 0
         bar = tqdm(loader, desc=f"finetune {model_id} epoch {epoch + 1}/{settings.epochs}", unit="batch", disable=not progress, mininterval=5, leave=False)
@@ -380,7 +410,8 @@ def _run_finetune(
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_([*trainable, *head.parameters()], MAX_GRAD_NORM)
+            if not paper:
+                torch.nn.utils.clip_grad_norm_([*trainable, *head.parameters()], MAX_GRAD_NORM)
             scaler.step(optimizer)
             scaler.update()
             total += float(loss.item()) * len(images)
@@ -442,7 +473,11 @@ def _run_finetune(
         source="finetune",
     )
     probabilities = linear.probabilities(matrix)
-    if multilabel:
+    if paper and multilabel:
+        probabilities = row_minmax(linear.logits(matrix))
+        predicted = row_minmax_decisions(probabilities[is_test])
+        decision = DECISION
+    elif multilabel:
         if settings.threshold == "tuned":
             linear.thresholds = f1_optimal_thresholds(indicator[is_val], probabilities[is_val])
         else:
@@ -528,8 +563,9 @@ def _run_finetune(
             metadata={
                 **(identity or {}),
                 "setting": "ft",
+                "protocol": settings.protocol,
                 "multilabel": multilabel,
-                "score_kind": "probability",
+                "score_kind": "row-min-max scaled logit" if paper and multilabel else "probability",
                 "decision": decision,
                 "wall_time_s": wall_seconds,
                 "details": {

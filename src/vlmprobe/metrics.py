@@ -408,11 +408,12 @@ def weighted_distances(embeddings: np.ndarray, indicator: np.ndarray, weights: n
     }
 
 
-def weighted_metrics(indicator, scores, predicted, embeddings, weights, ranking=None) -> dict[str, np.ndarray]:
-    """Every :data:`HEADLINE` metric for each resample (row of ``weights``)."""
+def weighted_metrics(indicator, scores, predicted, embeddings, weights, ranking=None, distance_indicator=None) -> dict[str, np.ndarray]:
+    """Every :data:`HEADLINE` metric for each resample (row of ``weights``); the distances group samples by
+    ``distance_indicator`` when given (one class per sample: protocol sadman2025), else by their labels."""
     out = weighted_classification(indicator, scores, predicted, weights, ranking)
     if embeddings is not None:
-        out.update(weighted_distances(embeddings, indicator, weights))
+        out.update(weighted_distances(embeddings, indicator if distance_indicator is None else distance_indicator, weights))
     return out
 
 
@@ -455,6 +456,7 @@ def bootstrap_intervals(
     seed: int = 0,
     confidence: float = 0.95,
     block: int | None = None,
+    distance_indicator: np.ndarray | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Basic (reverse-percentile) bootstrap intervals of every :data:`HEADLINE` metric.
 
@@ -483,7 +485,7 @@ def bootstrap_intervals(
     def evaluate_rows(weights: np.ndarray) -> dict[str, np.ndarray]:
         values: dict[str, list[np.ndarray]] = {}
         for start in range(0, len(weights), block):
-            chunk = weighted_metrics(indicator, scores, predicted, embeddings, weights[start : start + block], ranking)
+            chunk = weighted_metrics(indicator, scores, predicted, embeddings, weights[start : start + block], ranking, distance_indicator)
             for name, array in chunk.items():
                 values.setdefault(name, []).append(array)
         return {name: np.concatenate(arrays) for name, arrays in values.items()}
@@ -525,8 +527,14 @@ def evaluate(
     n_resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    protocol: str = "vlmprobe",
+    priority: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Point estimates, per-label table and bootstrap intervals of one setting on its test samples.
+
+    ``protocol: sadman2025`` computes the embedding-space scores with one class per sample (the first
+    positive in ``priority`` order, :mod:`vlmprobe.protocols`); the classification metrics are the same
+    functions for both protocols (what differs there is the scores and decisions a setting wrote).
 
     BLAS runs single-threaded: the bootstrap's matrix products are small and many, where thread
     synchronisation costs more than it saves.
@@ -534,10 +542,12 @@ def evaluate(
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
-        return _evaluate(indicator, scores, predicted, classes, embeddings, n_resamples, seed, confidence)
+        return _evaluate(indicator, scores, predicted, classes, embeddings, n_resamples, seed, confidence, protocol, priority)
 
 
-def _evaluate(indicator, scores, predicted, classes, embeddings, n_resamples, seed, confidence) -> dict[str, Any]:
+def _evaluate(indicator, scores, predicted, classes, embeddings, n_resamples, seed, confidence, protocol="vlmprobe", priority=None) -> dict[str, Any]:
+    from vlmprobe.protocols import check_protocol, first_positive, single_class_distances, single_class_indicator, single_class_separation
+
     indicator = np.asarray(indicator, dtype=bool)
     scores = np.asarray(scores, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=bool)
@@ -546,24 +556,33 @@ def _evaluate(indicator, scores, predicted, classes, embeddings, n_resamples, se
     if not np.isfinite(scores).all():
         raise VlmprobeError("The scores of this setting contain NaN or Inf.", "re-run the setting; for fine-tuning on GPU try `precision: fp32`.")
     metrics = classification_metrics(indicator, scores, predicted)
-    if embeddings is not None:
+    distance_indicator = None
+    if embeddings is not None and check_protocol(protocol) == "sadman2025":
+        embeddings = np.asarray(embeddings, dtype=np.float64)
+        groups = first_positive(indicator, priority)
+        distance_indicator = single_class_indicator(indicator, priority)
+        metrics.update(single_class_distances(embeddings, groups))
+        normalised = class_distances(l2_normalise(embeddings), distance_indicator)
+        metrics.update({f"{key}_l2": value for key, value in normalised.items()})
+        metrics.update(single_class_separation(embeddings, groups))
+    elif embeddings is not None:
         embeddings = np.asarray(embeddings, dtype=np.float64)
         metrics.update(class_distances(embeddings, indicator))
         normalised = class_distances(l2_normalise(embeddings), indicator)
         metrics.update({f"{key}_l2": value for key, value in normalised.items()})
         metrics.update(separation_scores(embeddings, indicator))
-    _check_weighted_against_point(indicator, scores, predicted, embeddings, metrics)
+    _check_weighted_against_point(indicator, scores, predicted, embeddings, metrics, distance_indicator)
     return {
         "metrics": metrics,
         "per_label": per_label_metrics(indicator, scores, predicted, classes),
-        "confidence_intervals": bootstrap_intervals(indicator, scores, predicted, embeddings, n_resamples, seed, confidence),
+        "confidence_intervals": bootstrap_intervals(indicator, scores, predicted, embeddings, n_resamples, seed, confidence, distance_indicator=distance_indicator),
         "bootstrap": {"n_resamples": int(n_resamples), "seed": int(seed), "confidence": float(confidence), "method": "basic", "unit": "test sample"},
     }
 
 
-def _check_weighted_against_point(indicator, scores, predicted, embeddings, metrics) -> None:
+def _check_weighted_against_point(indicator, scores, predicted, embeddings, metrics, distance_indicator=None) -> None:
     """The fast bootstrap code at unit weights must reproduce the scikit-learn point estimates."""
-    unit = weighted_metrics(indicator, scores, predicted, embeddings, np.ones((1, indicator.shape[0])))
+    unit = weighted_metrics(indicator, scores, predicted, embeddings, np.ones((1, indicator.shape[0])), distance_indicator=distance_indicator)
     for name, array in unit.items():
         expected, got = metrics.get(name), float(array[0])
         if expected is None:
@@ -659,8 +678,12 @@ def evaluate_files(
     n_resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    protocol: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of one setting from its predictions, the manifest (labels) and an embedding table.
+
+    ``protocol`` (None: the one recorded in the predictions, which the workflow uses) chooses how the
+    embedding-space scores group the samples; given, it must be the one that wrote the predictions.
 
     The predictions must cover exactly the manifest's test samples; the embedding rows of those samples
     give the embedding-space metrics.
@@ -683,9 +706,19 @@ def evaluate_files(
             f"({len(predictions.sample_ids)} rows, {len(test_ids)} test samples).",
             "delete the predictions and re-run.",
         )
+    written_by = predictions.metadata.get("protocol", "vlmprobe")
+    protocol = written_by if protocol is None else protocol
+    if written_by != protocol:
+        raise VlmprobeError(
+            f"Predictions {str(predictions_path)!r} were made with protocol {written_by!r}, the metrics job runs {protocol!r}.",
+            "delete the predictions and re-run (`multilabel: protocol:` changed after they were made).",
+        )
+    from vlmprobe.protocols import class_priority
+
     labels = manifest["labels"].to_list()
     indicator = indicator_matrix([labels[int(row)] for row in test_rows], classes)
-    result = evaluate(indicator, predictions.scores, predictions.predicted, classes, matrix[test_rows], n_resamples, seed, confidence)
+    priority = class_priority(classes, manifest_meta.get("spec"))
+    result = evaluate(indicator, predictions.scores, predictions.predicted, classes, matrix[test_rows], n_resamples, seed, confidence, protocol, priority)
     if predictions.metadata.get("wall_time_s") is not None:
         result["metrics"]["wall_time_s"] = float(predictions.metadata["wall_time_s"])
     result.update(
@@ -694,6 +727,8 @@ def evaluate_files(
         n_test=len(test_ids),
         n_train=int(len(manifest) - len(test_ids)),
         setting=predictions.metadata.get("setting"),
+        protocol=protocol,
+        split_protocol=manifest_meta.get("split_protocol", "vlmprobe"),
         decision=predictions.metadata.get("decision"),
         score_kind=predictions.metadata.get("score_kind"),
         details=predictions.metadata.get("details", {}),

@@ -45,7 +45,7 @@ SEPARATION_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("recall_macro", "Recall macro ↑", 1),
     ("average_precision_macro", "AP macro ↑", 1),
 )
-TEXT_COLUMNS = ("dataset", "model", "setting", "status", "reason", "decision")
+TEXT_COLUMNS = ("dataset", "model", "setting", "protocol", "split_protocol", "status", "reason", "decision")
 
 
 def _setting_rank(setting: str) -> int:
@@ -60,6 +60,8 @@ def result_row(result: dict[str, Any]) -> dict[str, Any]:
         "dataset": result.get("dataset"),
         "model": result.get("model"),
         "setting": result.get("setting"),
+        "protocol": result.get("protocol", "vlmprobe"),
+        "split_protocol": result.get("split_protocol", "vlmprobe"),
         "status": "ok",
         "reason": None,
         "multilabel": result.get("multilabel"),
@@ -84,7 +86,8 @@ def build_table(results: Sequence[dict[str, Any]], skipped: Sequence[dict[str, A
 
     rows = [result_row(result) for result in results]
     for entry in skipped:
-        rows.append({"dataset": entry["dataset"], "model": entry["model"], "setting": entry["setting"], "status": "skipped", "reason": entry["reason"]})
+        rows.append({"dataset": entry["dataset"], "model": entry["model"], "setting": entry["setting"], "protocol": entry.get("protocol", "vlmprobe"),
+                     "status": "skipped", "reason": entry["reason"]})  # fmt: skip
     columns: dict[str, None] = {}
     for row in rows:
         columns.update(dict.fromkeys(row))
@@ -169,7 +172,9 @@ def markdown(results: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]
         rows = [result_row(result) for result in group]
         first = group[0]
         kind = "multi-label" if first.get("multilabel") else "multi-class"
-        lines += [f"## {dataset} / {model}", "", f"{kind}, {first.get('n_test')} test samples, {len(first.get('classes', []))} labels.", ""]
+        protocols = sorted({str(result.get("protocol", "vlmprobe")) for result in group})
+        lines += [f"## {dataset} / {model}", "", f"{kind}, {first.get('n_test')} test samples, {len(first.get('classes', []))} labels; "
+                  f"protocol {', '.join(protocols)} (split: {first.get('split_protocol', 'vlmprobe')}).", ""]  # fmt: skip
         lines += _table(rows, TABLE_COLUMNS, with_interval=True)
         lines += ["", "Embedding-space separation and threshold-free scores:", ""]
         lines += _table(rows, SEPARATION_COLUMNS, with_interval=False)

@@ -15,6 +15,13 @@ model not in the preset", "... no result in our summary") instead of vanishing, 
 paper does not have are listed as "ours only". A cell is flagged as *differing* when the gap is
 larger than 1 percentage point (the poster rounds its means to whole percent) and larger than
 twice the combined fold standard deviation, ``2 * sqrt(std_paper² + std_ours²)``.
+
+**Like with like.** Each paper table was made with one protocol (:data:`REFERENCE_PROTOCOLS`, or the block's
+``protocol:``), and each of our rows names the protocol that produced it (a ``protocol`` column; a table
+without one predates protocols and counts as ``vlmprobe``). A paper number is only ever set beside ours of
+the same protocol; our rows of another protocol are listed as "ours only (protocol ...)", never differenced.
+(A linear-probe summary without the column counts as ``takeda2025-linear-svc``, the only protocol our
+LinearSVC probe has ever had.)
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ LP_METRICS = (("accuracy", "Accuracy"), ("fscore", "F-score"))
 ROUNDING_TOLERANCE = 1.0
 """Percentage points: the poster prints whole-percent means, so smaller gaps are rounding."""
 
+REFERENCE_PROTOCOLS = {"sadman2025_iuxray": "sadman2025", "takeda2025_linear_svm": "takeda2025-linear-svc"}
+"""The protocol each shipped table was made with (our name for it)."""
+DEFAULT_OUR_PROTOCOL = "vlmprobe"
+"""The protocol of a summary without a ``protocol`` column (made before protocols existed)."""
 NOT_IN_PRESET_MODEL = "not run: model not in the preset"
 NOT_IN_PRESET_DATASET = "not run: dataset not in the preset"
 NOT_IN_PRESET_BOTH = "not run: model and dataset not in the preset"
@@ -57,6 +68,27 @@ def reference_table(name: str) -> pl.DataFrame:
 def read_ours(path: str | Path) -> pl.DataFrame:
     path = Path(path)
     return pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema_length=None)
+
+
+def paper_protocol(block: dict[str, Any]) -> str:
+    """The protocol of a reference block's paper table: its ``protocol:`` or the shipped table's."""
+    protocol = block.get("protocol") or REFERENCE_PROTOCOLS.get(str(block["table"]))
+    if not protocol:
+        raise VlmprobeError(
+            f"`reference:` table {block['table']!r} does not say which protocol made its numbers.",
+            f"add `protocol:` to the reference block (ours are {sorted(set(REFERENCE_PROTOCOLS.values()) | {DEFAULT_OUR_PROTOCOL})}).",
+        )
+    return str(protocol)
+
+
+def with_protocol(ours: pl.DataFrame, default: str = DEFAULT_OUR_PROTOCOL) -> pl.DataFrame:
+    if "protocol" in ours.columns:
+        return ours.with_columns(pl.col("protocol").fill_null(default))
+    return ours.with_columns(pl.lit(default).alias("protocol"))
+
+
+def other_protocol(protocol: str) -> str:
+    return f"{OURS_ONLY} (protocol {protocol}: not comparable)"
 
 
 def differs(diff: float | None, std_paper: float | None, std_ours: float | None) -> bool | None:
@@ -83,14 +115,19 @@ def compare_linear_probe(
     models: dict[str, dict[str, str]],
     preset_datasets: Sequence[str],
     preset_models: Sequence[str],
+    protocol: str = REFERENCE_PROTOCOLS["takeda2025_linear_svm"],
 ) -> pl.DataFrame:
-    """One row per paper (model, backbone, dataset), plus our rows the paper lacks; percent units."""
+    """One row per paper (model, backbone, dataset), plus our rows the paper lacks; percent units.
+
+    Only our rows of ``protocol`` (the paper's) are compared; the others are listed as not comparable."""
     _check_mapping("dataset(s)", datasets, reference["dataset"].to_list(), "linear_probe: datasets")
     pairs = set(zip(reference["model"].to_list(), reference["backbone"].to_list()))
     _check_mapping("(model, backbone) pair(s)", {k: (v["model"], v["backbone"]) for k, v in models.items()}, pairs, "linear_probe: models")
     dataset_id = {name: key for key, name in datasets.items()}
     model_id = {(value["model"], value["backbone"]): key for key, value in models.items()}
-    ours_rows = {(row["model"], row["dataset"]): row for row in ours.iter_rows(named=True)}
+    ours = with_protocol(ours, REFERENCE_PROTOCOLS["takeda2025_linear_svm"])
+    ours_rows = {(row["model"], row["dataset"]): row for row in ours.filter(pl.col("protocol") == protocol).iter_rows(named=True)}
+    others = [row for row in ours.filter(pl.col("protocol") != protocol).iter_rows(named=True)]
     used: set[tuple[str, str]] = set()
     rows = []
     for paper in reference.iter_rows(named=True):
@@ -120,6 +157,15 @@ def compare_linear_probe(
             **{f"{metric}_{part}": None for metric, _ in LP_METRICS for part in ("mean", "std")},
         }
         rows.append(_lp_row(paper, m_id, d_id, mine, OURS_ONLY))
+    for mine in others:
+        name = models.get(mine["model"], {})
+        paper = {"group": "", "model": name.get("model", mine["model"]), "backbone": name.get("backbone", ""), "dataset": paper_dataset.get(mine["dataset"], mine["dataset"]),
+                 "n_samples": None, "n_classes": None, "note": None, **{f"{metric}_{part}": None for metric, _ in LP_METRICS for part in ("mean", "std")}}  # fmt: skip
+        rows.append({**_lp_row(paper, mine["model"], mine["dataset"], mine, other_protocol(mine["protocol"])), "our_protocol": mine["protocol"]})
+    for row in rows:
+        compared_or_ours = row["status"] in (COMPARED, OURS_ONLY)
+        row["paper_protocol"] = None if row["status"].startswith(OURS_ONLY) else protocol
+        row["our_protocol"] = protocol if compared_or_ours else row.get("our_protocol")
     return pl.DataFrame(rows, schema=LP_SCHEMA)
 
 
@@ -135,7 +181,7 @@ LP_SCHEMA = {
             ("diff", pl.Float64), ("differs", pl.Boolean),
         )
     },
-    "note": pl.String,
+    "note": pl.String, "paper_protocol": pl.String, "our_protocol": pl.String,
 }
 
 
@@ -198,10 +244,11 @@ def _count(value: int | None) -> str:
     return f"{value:,}" if value is not None else "—"
 
 
-def linear_probe_markdown(comparison: pl.DataFrame, reference_name: str, copies: dict[str, tuple[str, int, int]] | None = None) -> str:
+def linear_probe_markdown(comparison: pl.DataFrame, reference_name: str, copies: dict[str, tuple[str, int, int]] | None = None, protocol: str | None = None) -> str:
     compared = comparison.filter(pl.col("status") == COMPARED)
     lines = [
         f"# Linear probe: ours beside the paper ({reference_name})\n",
+        *([f"Protocol: {protocol} (the paper's); only our rows of that protocol are compared.\n"] if protocol else []),
         "Percent, mean ± std over the 5 fold models. Ours has one decimal, the paper whole percent. Δ = ours − paper in "
         f"percentage points; **bold** Δ: larger than {ROUNDING_TOLERANCE:g} pp and than twice the combined std "
         "(2·√(std_paper² + std_ours²)).\n",
@@ -264,9 +311,10 @@ def write_linear_probe_comparison(
     markdown_path: str | Path,
 ) -> pl.DataFrame:
     reference = reference_table(block["table"])
-    comparison = compare_linear_probe(read_ours(ours_path), reference, dict(block["datasets"]), dict(block["models"]), preset_datasets, preset_models)
+    protocol = paper_protocol(block)
+    comparison = compare_linear_probe(read_ours(ours_path), reference, dict(block["datasets"]), dict(block["models"]), preset_datasets, preset_models, protocol)
     write_text(csv_path, comparison.write_csv())
-    write_text(markdown_path, linear_probe_markdown(comparison, block["table"], duplicated_datasets(reference)))
+    write_text(markdown_path, linear_probe_markdown(comparison, block["table"], duplicated_datasets(reference), protocol))
     return comparison
 
 
@@ -274,12 +322,22 @@ def write_linear_probe_comparison(
 
 SETTINGS_SCHEMA = {
     "setting": pl.String, "metric": pl.String, "our_metric": pl.String, "paper": pl.Float64, "ours": pl.Float64,
-    "diff": pl.Float64, "status": pl.String,
+    "diff": pl.Float64, "status": pl.String, "paper_protocol": pl.String, "our_protocol": pl.String,
 }
 
 
-def compare_settings(ours: pl.DataFrame | None, reference: pl.DataFrame, metrics: dict[str, str], key: str = "setting", missing_reason: str = NO_RESULT) -> pl.DataFrame:
-    """Long table: one row per (paper setting, paper metric), plus our settings the paper lacks."""
+def compare_settings(
+    ours: pl.DataFrame | None,
+    reference: pl.DataFrame,
+    metrics: dict[str, str],
+    key: str = "setting",
+    missing_reason: str = NO_RESULT,
+    protocol: str = REFERENCE_PROTOCOLS["sadman2025_iuxray"],
+) -> pl.DataFrame:
+    """Long table: one row per (paper setting, paper metric), plus our settings the paper lacks.
+
+    A paper row is paired only with our row of the same setting *and* ``protocol``; our rows of other
+    protocols follow as "ours only (protocol ...: not comparable)" without a paper value or difference."""
     unknown = sorted(set(metrics) - set(reference.columns))
     if unknown:
         raise VlmprobeError(f"`reference: multilabel: metrics` names {unknown}, which the reference table has not.", f"use its columns: {reference.columns}.")
@@ -290,11 +348,15 @@ def compare_settings(ours: pl.DataFrame | None, reference: pl.DataFrame, metrics
                 f"Our multi-label summary has no column(s) {absent}; it has {ours.columns}.",
                 "map each paper metric to one of our columns under `reference: multilabel: metrics`.",
             )
-    mine = {row[key]: row for row in ours.iter_rows(named=True)} if ours is not None else {}
+    ours = with_protocol(ours) if ours is not None else None
+    mine = {row[key]: row for row in ours.filter(pl.col("protocol") == protocol).iter_rows(named=True)} if ours is not None else {}
+    others = list(ours.filter(pl.col("protocol") != protocol).iter_rows(named=True)) if ours is not None else []
     rows = []
     for paper in reference.iter_rows(named=True):
         ours_row = mine.get(paper[key])
         status = COMPARED if ours_row else missing_reason
+        if not ours_row and any(row[key] == paper[key] for row in others):
+            status = f"not run: no {paper[key]} result of protocol {protocol} (ours of another protocol are listed below, not compared)"
         if ours_row and ours_row.get("status") not in (None, "ok"):
             # the multi-label summary keeps skipped settings as rows with a reason
             status = f"not run: {ours_row.get('reason') or ours_row['status']}"
@@ -305,22 +367,30 @@ def compare_settings(ours: pl.DataFrame | None, reference: pl.DataFrame, metrics
             rows.append({
                 "setting": paper[key], "metric": metric, "our_metric": our_metric, "paper": paper_value, "ours": value,
                 "diff": value - paper_value if value is not None and paper_value is not None else None,
-                "status": status,
+                "status": status, "paper_protocol": protocol, "our_protocol": protocol if ours_row else None,
             })
     for setting, ours_row in mine.items():
         if setting not in set(reference[key].to_list()):
-            rows += [{"setting": setting, "metric": metric, "our_metric": our_metric, "paper": None, "ours": ours_row.get(our_metric), "diff": None, "status": OURS_ONLY} for metric, our_metric in metrics.items()]
+            rows += [{"setting": setting, "metric": metric, "our_metric": our_metric, "paper": None, "ours": ours_row.get(our_metric), "diff": None,
+                      "status": OURS_ONLY, "paper_protocol": None, "our_protocol": protocol} for metric, our_metric in metrics.items()]  # fmt: skip
+    for ours_row in others:
+        rows += [{"setting": ours_row[key], "metric": metric, "our_metric": our_metric, "paper": None, "ours": ours_row.get(our_metric), "diff": None,
+                  "status": other_protocol(ours_row["protocol"]), "paper_protocol": None, "our_protocol": ours_row["protocol"]}
+                 for metric, our_metric in metrics.items()]  # fmt: skip
     return pl.DataFrame(rows, schema=SETTINGS_SCHEMA)
 
 
-def settings_markdown(comparison: pl.DataFrame, reference_name: str) -> str:
-    header = ["Setting", "Metric (paper / ours)", "ours", "paper", "Δ", "Status"]
+def settings_markdown(comparison: pl.DataFrame, reference_name: str, protocol: str | None = None) -> str:
+    header = ["Setting", "Metric (paper / ours)", "ours", "paper", "Δ", "Our protocol", "Status"]
     rows = [
         [r["setting"], f"{r['metric']} / {r['our_metric']}", "—" if r["ours"] is None else f"{r['ours']:.3f}",
-         "—" if r["paper"] is None else f"{r['paper']:.3f}", "—" if r["diff"] is None else f"{r['diff']:+.3f}", r["status"]]
+         "—" if r["paper"] is None else f"{r['paper']:.3f}", "—" if r["diff"] is None else f"{r['diff']:+.3f}", r.get("our_protocol") or "—", r["status"]]
         for r in comparison.iter_rows(named=True)
     ]
-    intro = f"# Multi-label study: ours beside the paper ({reference_name})\n\nΔ = ours − paper. Rows the preset could not run say why.\n\n"
+    intro = (
+        f"# Multi-label study: ours beside the paper ({reference_name})\n\nΔ = ours − paper. Rows the preset could not run say why. "
+        + (f"The paper's protocol is {protocol}: only our rows of that protocol are set beside it; ours of another protocol are listed, never differenced.\n\n" if protocol else "\n\n")
+    )
     return intro + markdown_table(header, rows)
 
 
@@ -331,7 +401,8 @@ def write_settings_comparison(ours_path: str | Path | None, block: dict[str, Any
         for column in ("dataset", "model"):
             if block.get(column) is not None and column in ours.columns:
                 ours = ours.filter(pl.col(column) == block[column])
-    comparison = compare_settings(ours, reference_table(block["table"]), dict(block["metrics"]), block.get("key", "setting"), missing_reason)
+    protocol = paper_protocol(block)
+    comparison = compare_settings(ours, reference_table(block["table"]), dict(block["metrics"]), block.get("key", "setting"), missing_reason, protocol)
     write_text(csv_path, comparison.write_csv())
-    write_text(markdown_path, settings_markdown(comparison, block["table"]))
+    write_text(markdown_path, settings_markdown(comparison, block["table"], protocol))
     return comparison

@@ -20,6 +20,7 @@ from vlmprobe.io import save_figure, write_parquet, write_text
 LINEAR_PROBE_COLUMNS = [
     "dataset",
     "model",
+    "protocol",
     "n_samples",
     "n_classes",
     "accuracy_mean",
@@ -37,6 +38,7 @@ def linear_probe_row(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "dataset": result["dataset"],
         "model": result["model"],
+        "protocol": (result.get("protocol") or {}).get("name"),
         "n_samples": int(result["n_train"] + result["n_test"]),
         "n_classes": len(result["classes"]),
         "accuracy_mean": test["accuracy"]["mean"],
@@ -51,8 +53,8 @@ def linear_probe_row(result: dict[str, Any]) -> dict[str, Any]:
 def linear_probe_table(result_paths: Sequence[str | Path]) -> pl.DataFrame:
     rows = [linear_probe_row(json.loads(Path(path).read_text())) for path in result_paths]
     schema = {
-        "dataset": pl.String, "model": pl.String, "n_samples": pl.Int64, "n_classes": pl.Int64,
-        **{column: pl.Float64 for column in LINEAR_PROBE_COLUMNS[4:]},
+        "dataset": pl.String, "model": pl.String, "protocol": pl.String, "n_samples": pl.Int64, "n_classes": pl.Int64,
+        **{column: pl.Float64 for column in LINEAR_PROBE_COLUMNS[5:]},
     }
     return pl.DataFrame(rows, schema=schema).sort("dataset", "model")
 

@@ -21,7 +21,15 @@ Multi-label decision rules (``multilabel: zero_shot: rule``), with ``t`` the con
 * ``top1``: the single best label.
 * ``cosine``: ``cos >= t`` directly.
 
-Multi-class data always take the arg-max. Models without a text tower (every family but open_clip)
+Multi-class data always take the arg-max.
+
+``protocol: sadman2025`` (:mod:`vlmprobe.protocols`) scores as Sadman et al.'s notebook instead: one prompt per
+class, the bare class name (``extract_text_embeddings(classes, ...)``), and the raw dot product of the
+unnormalised image and text embeddings (``logits = img_emb @ txt_emb.T``: no normalisation, no logit scale),
+row-min-max scaled; decided where the scaled score is > 0.5 (``templates``, ``rule`` and ``threshold`` are not
+used).
+
+Models without a text tower (every family but open_clip)
 have no zero-shot setting; the workflow skips them and the summary names the reason.
 """
 
@@ -106,6 +114,13 @@ def cosine_scores(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> 
     return _normalise(image_embeddings) @ _normalise(text_embeddings).T
 
 
+def cosine_scores_raw(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
+    """Raw dot products of unnormalised embeddings (protocol sadman2025's zero-shot logits)."""
+    if image_embeddings.shape[1] != text_embeddings.shape[1]:
+        return cosine_scores(image_embeddings, text_embeddings)  # raises the dimension error
+    return np.asarray(image_embeddings, dtype=np.float64) @ np.asarray(text_embeddings, dtype=np.float64).T
+
+
 def decide(
     cosines: np.ndarray, multilabel: bool, rule: str = "sigmoid", threshold: float = 0.5, logit_scale: float = 100.0, logit_bias: float = 0.0
 ) -> np.ndarray:
@@ -169,6 +184,7 @@ def run_zero_shot_files(
     threshold: float = 0.5,
     device: str = "cpu",
     identity: dict[str, Any] | None = None,
+    protocol: str = "vlmprobe",
 ) -> None:
     """The ``zero_shot`` job: class prompts through the text tower, scored against the cached image embeddings.
 
@@ -178,8 +194,12 @@ def run_zero_shot_files(
 
     from vlmprobe.metrics import Predictions, write_predictions
     from vlmprobe.models import load_encoder
+    from vlmprobe.protocols import DECISION, check_protocol, row_minmax, row_minmax_decisions
     from vlmprobe.store import aligned
 
+    paper = check_protocol(protocol) == "sadman2025"
+    if paper:
+        templates, label_text = ("{label}",), None
     if rule not in RULES:
         raise VlmprobeError(f"Unknown zero-shot rule {rule!r}.", f"set `multilabel: zero_shot: rule:` to one of {list(RULES)}.")
     started = time.perf_counter()
@@ -204,9 +224,14 @@ def run_zero_shot_files(
         with torch.inference_mode():
             return encoder.encode_text(texts).float().cpu().numpy()
 
-    text = class_text_embeddings(encode, prompts)
-    cosines = cosine_scores(matrix[is_test], text)
-    predicted = decide(cosines, multilabel, rule, threshold, logit_scale, logit_bias)
+    if paper:
+        text = np.asarray(encode(list(classes)), dtype=np.float64)  # the bare class names, as the manifest writes them
+        cosines = row_minmax(cosine_scores_raw(matrix[is_test], text))
+        predicted = row_minmax_decisions(cosines)
+    else:
+        text = class_text_embeddings(encode, prompts)
+        cosines = cosine_scores(matrix[is_test], text)
+        predicted = decide(cosines, multilabel, rule, threshold, logit_scale, logit_bias)
     seconds = time.perf_counter() - started
     log.info(
         "zero-shot %s: %d prompts, %d test samples, %.2f labels predicted per sample (true %.2f), %.1f s",
@@ -222,9 +247,10 @@ def run_zero_shot_files(
             metadata={
                 **(identity or {}),
                 "setting": "zs",
+                "protocol": protocol,
                 "multilabel": multilabel,
-                "score_kind": "cosine similarity",
-                "decision": {
+                "score_kind": "row-min-max scaled dot product" if paper else "cosine similarity",
+                "decision": DECISION if paper else {
                     "rule": rule if multilabel else "argmax",
                     "threshold": float(threshold) if multilabel and rule != "top1" else None,
                     "description": describe_rule(rule, threshold, multilabel, logit_scale, logit_bias),

@@ -14,7 +14,11 @@ rule manifest:
     params:
         spec=dataset_spec,
         seed=config["seed"],
-        split=config["split"],
+        split={  # the default split protocol adds nothing, so manifests made before protocols existed stay valid
+            key: value
+            for key, value in config["split"].items()
+            if (key, value) != ("protocol", "vlmprobe")
+        },
         data_dir=lambda wildcards: PATHS["dataset_dir"].format(
             dataset=wildcards.dataset
         ),

@@ -21,6 +21,17 @@ PATHS.update(
     }
 )
 MULTILABEL = config["multilabel"]
+# vlmprobe (ours) or sadman2025 (the paper's notebook), vlmprobe.protocols
+PROTOCOL = MULTILABEL["protocol"]
+# A paper protocol travels in the jobs' params; the default adds nothing, so results made before protocols existed stay valid.
+PROTOCOL_PARAMS = (
+    {}
+    if PROTOCOL == "vlmprobe"
+    else {
+        "protocol": PROTOCOL,
+        "validation_fold": MULTILABEL["finetune"]["validation_fold"],
+    }
+)
 SETTINGS = ("zs", "lp", "ft")
 
 
@@ -88,7 +99,13 @@ def multilabel_results():
 
 def multilabel_skipped():
     return [
-        {"dataset": dataset, "model": model, "setting": setting, "reason": reason}
+        {
+            "dataset": dataset,
+            "model": model,
+            "setting": setting,
+            "protocol": PROTOCOL,
+            "reason": reason,
+        }
         for dataset in STUDY_DATASETS
         for model in MODELS
         for setting in SETTINGS
@@ -140,7 +157,7 @@ rule multilabel_lp:
         runtime=cpu_runtime_min,
     params:
         spec=model_spec,
-        settings=runtime_free(MULTILABEL["linear_probe"]),
+        settings={**runtime_free(MULTILABEL["linear_probe"]), **PROTOCOL_PARAMS},
     script:
         "../../scripts/multilabel_lp.py"
 
@@ -172,6 +189,7 @@ rule zero_shot:
         decision={
             "rule": MULTILABEL["zero_shot"]["rule"],
             "threshold": MULTILABEL["zero_shot"]["threshold"],
+            **PROTOCOL_PARAMS,
         },
     script:
         "../../scripts/zero_shot.py"
@@ -202,7 +220,7 @@ rule finetune:
         runtime=finetune_runtime_min,
     params:
         spec=model_spec,
-        settings=runtime_free(MULTILABEL["finetune"]),
+        settings={**runtime_free(MULTILABEL["finetune"]), **PROTOCOL_PARAMS},
         seed=config["seed"],
     script:
         "../../scripts/finetune.py"

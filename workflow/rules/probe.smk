@@ -21,8 +21,16 @@ rule linear_probe:
         runtime=cpu_runtime_min,
     params:
         spec=model_spec,
-        positive_label=lambda wildcards: config["datasets"][wildcards.dataset].get(
-            "positive_label"
+        # a dataset's `fscore:` travels with its positive label, only where set (older results stay valid)
+        positive_label=lambda wildcards: (
+            {
+                "positive_label": config["datasets"][wildcards.dataset].get(
+                    "positive_label"
+                ),
+                "fscore": config["datasets"][wildcards.dataset]["fscore"],
+            }
+            if "fscore" in config["datasets"][wildcards.dataset]
+            else config["datasets"][wildcards.dataset].get("positive_label")
         ),
     script:
         "../../scripts/linear_probe.py"

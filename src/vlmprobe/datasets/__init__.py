@@ -63,11 +63,12 @@ def make_manifest(
     out_path: Path,
     data_dir: Path,
     base_dir: Path,
+    split_protocol: str = "vlmprobe",
 ) -> None:
     from vlmprobe.datasets.manifest import build_manifest, write_manifest
 
     records = load_records(dataset, spec, seed, data_dir, base_dir)
-    table = build_manifest(dataset, spec, records, is_multilabel(dataset, spec), seed, test_fraction, n_folds)
+    table = build_manifest(dataset, spec, records, is_multilabel(dataset, spec), seed, test_fraction, n_folds, split_protocol)
     write_manifest(out_path, table)
 
 

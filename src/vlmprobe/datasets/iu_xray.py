@@ -20,6 +20,21 @@ is the term), through a configurable mapping, in this order:
 Images: views in ``views`` (default ``[Frontal]``); ``images_per_report: first`` (default) keeps one
 image per report, so no report lands on both sides of the train/test split; ``all`` keeps every one.
 
+**Label CSV** (``labels_csv:``, the form CheXpert / CheXbert labellers write): instead of the report
+terms, labels come from a table with one column per class (default the 14 CheXpert classes,
+:data:`CHEXPERT_CLASSES`) holding ``1`` (positive), ``0`` (negative), ``-1`` (uncertain) or blank (not
+mentioned), keyed by ``labels_key``: ``uid`` (one row per report; images picked from the projections
+table by ``views`` / ``images_per_report`` as above) or ``filename`` (one row per image, the image
+named by the row; its report uid from the CSV's ``uid`` column, else from the projections table).
+``uncertain`` names the policy for ``-1``: ``zeros`` (U-Zeros, default: uncertain = negative, what
+Sadman et al.'s notebook does by keeping only values equal to 1) or ``ones`` (U-Ones); blank is always
+negative. A row without any positive gets ``empty_label`` (default ``No Finding``, as the notebook).
+No grouping, synonyms or case change apply: the classes are the CSV's column names.
+
+Every record keeps its report ``uid`` and ``source_row`` (the row of the labels / reports table it came
+from, 0-based) as metadata, so a split by report (``split: protocol: sadman2025``) can follow the
+table's order exactly.
+
 Label statistics are a side output in the dataset's results folder (``results/datasets/<name>/``):
 ``label_stats.json`` (counts before and after grouping, what was grouped or merged, labels per
 image, prevalence, imbalance ratio, co-occurrence) and ``label_cooccurrence.csv`` (the co-occurrence
@@ -31,6 +46,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -49,6 +65,13 @@ PROJECTION_COLUMNS = ("uid", "filename", "projection")
 SOURCES = {"problems": "Problems", "mesh": "MeSH"}
 CASES = ("lower", "title", "keep")
 STATS_JSON = "label_stats.json"
+CHEXPERT_CLASSES = (
+    "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia",
+    "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices", "No Finding",
+)
+"""The 14 CheXpert classes in CheXpert's column order (the order of Sadman et al.'s notebook)."""
+UNCERTAIN_POLICIES = ("zeros", "ones")
+LABEL_KEYS = ("uid", "filename")
 COOCCURRENCE_CSV = "label_cooccurrence.csv"
 
 
@@ -155,6 +178,8 @@ def load_records(spec: dict[str, Any], ctx: DatasetContext) -> list[Record]:
     reports_path = root / spec.get("reports_csv", "indiana_reports.csv")
     projections_path = root / spec.get("projections_csv", "indiana_projections.csv")
     image_dir = root / spec.get("image_dir", "images/images_normalized")
+    if spec.get("labels_csv"):
+        return load_label_csv_records(spec, ctx, root, projections_path, image_dir)
     mapping = TermMapping(spec, ctx.name)
     reports = read_rows(reports_path, ctx.name)
     projections = read_rows(projections_path, ctx.name)
@@ -179,7 +204,7 @@ def load_records(spec: dict[str, Any], ctx: DatasetContext) -> list[Record]:
         raw_terms.update(mapping.terms(cell))
         for image in images[uid]:
             path = resolve_inside(ctx.name, image_dir, image["filename"], f"{projections_path.name} (uid {uid})")
-            meta = {"uid": uid, "projection": image["projection"].strip(), "terms": cell.strip()}
+            meta = {"uid": uid, "source_row": str(line - 2), "projection": image["projection"].strip(), "terms": cell.strip()}
             meta.update({column: (report.get(column) or "").strip() for column in ("findings", "impression") if column in report})
             records.append(Record(sample_id=Path(image["filename"]).with_suffix("").as_posix(), path=str(path), labels=labels, meta=meta))
     if not records:
@@ -221,3 +246,95 @@ def write_label_statistics(data_dir: Path, spec, mapping: TermMapping, before, a
     }
     write_json(data_dir / STATS_JSON, payload)
     write_text(data_dir / COOCCURRENCE_CSV, cooccurrence_csv(after))
+
+
+# ------------------------------------------------------------------------------------------------
+# Labels from a CheXpert-format label CSV
+# ------------------------------------------------------------------------------------------------
+
+
+def chexpert_value(cell: str | None, uncertain: str, where: str) -> bool:
+    """One cell of a CheXpert-format table: 1 -> positive, 0 / blank -> negative, -1 -> by the policy."""
+    text = (cell or "").strip()
+    if not text:
+        return False
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if value == 1:
+        return True
+    if value == 0:
+        return False
+    if value == -1:
+        return uncertain == "ones"
+    raise VlmprobeError(f"{where}: value {text!r} is not 1, 0, -1 or blank.", "fix the label CSV (CheXpert format: 1 / 0 / -1 / blank).")
+
+
+def chexpert_labels(row: dict[str, str], columns: Sequence[str], uncertain: str, empty_label: str, where: str) -> tuple[str, ...]:
+    """The positive classes of one row (sorted, as every adapter's labels); ``(empty_label,)`` when there is none."""
+    positive = tuple(sorted(column for column in columns if chexpert_value(row.get(column), uncertain, f"{where}, column {column!r}")))
+    return positive or (empty_label,)
+
+
+def load_label_csv_records(spec: dict[str, Any], ctx: DatasetContext, root: Path, projections_path: Path, image_dir: Path) -> list[Record]:
+    labels_path = root / str(spec["labels_csv"])
+    key = spec.get("labels_key", "uid")
+    uncertain = spec.get("uncertain", "zeros")
+    columns = list(spec.get("label_columns", CHEXPERT_CLASSES))
+    empty_label = str(spec.get("empty_label", "No Finding"))
+    if key not in LABEL_KEYS:
+        raise VlmprobeError(f"Dataset {ctx.name!r}: `labels_key: {key}` is not one of {list(LABEL_KEYS)}.", "fix `labels_key`.")
+    if uncertain not in UNCERTAIN_POLICIES:
+        raise VlmprobeError(f"Dataset {ctx.name!r}: `uncertain: {uncertain}` is not one of {list(UNCERTAIN_POLICIES)}.", "fix `uncertain`.")
+    rows = read_rows(labels_path, ctx.name)
+    require_columns(ctx.name, labels_path, rows, [key, *columns])
+    uid_of_file: dict[str, str] = {}
+    images: dict[str, list[dict[str, str]]] = {}
+    if key == "uid" or "uid" not in rows[0]:
+        projections = read_rows(projections_path, ctx.name)
+        require_columns(ctx.name, projections_path, projections, list(PROJECTION_COLUMNS))
+        uid_of_file = {row["filename"].strip(): row["uid"].strip() for row in projections}
+        if key == "uid":
+            images = select_images(spec, projections, ctx.name)
+    records: list[Record] = []
+    seen: set[str] = set()
+    n_no_image = 0
+    for index, row in enumerate(rows):
+        where = f"{labels_path.name} row {index + 2}"
+        value = (row[key] or "").strip()
+        if value in seen:
+            raise VlmprobeError(f"Dataset {ctx.name!r}: {where} repeats {key} {value!r}.", f"give each {key} one row in the label CSV.")
+        seen.add(value)
+        labels = chexpert_labels(row, columns, uncertain, empty_label, f"Dataset {ctx.name!r}: {where}")
+        if key == "filename":
+            uid = (row.get("uid") or uid_of_file.get(value) or "").strip()
+            if not uid:
+                raise VlmprobeError(f"Dataset {ctx.name!r}: {where}: image {value!r} has no report uid.", "add a `uid` column to the label CSV.")
+            chosen = [{"filename": value, "projection": ""}]
+        else:
+            uid, chosen = value, images.get(value, [])
+            if not chosen:
+                n_no_image += 1
+                continue
+        for image in chosen:
+            path = resolve_inside(ctx.name, image_dir, image["filename"], where)
+            meta = {"uid": uid, "source_row": str(index), "projection": (image.get("projection") or "").strip()}
+            meta.update({column: (row.get(column) or "").strip() for column in ("findings", "impression") if column in row})
+            records.append(Record(sample_id=Path(image["filename"]).with_suffix("").as_posix(), path=str(path), labels=labels, meta=meta))
+    if not records:
+        raise VlmprobeError(f"Dataset {ctx.name!r}: no row of {str(labels_path)!r} has an image.", "check `root`, `labels_key` and `views`.")
+    stats = label_statistics([record.labels for record in records])
+    payload = {
+        "labels_csv": str(labels_path),
+        "labels_key": key,
+        "uncertain": uncertain,
+        "label_columns": columns,
+        "empty_label": empty_label,
+        "rows_without_selected_image": n_no_image,
+        "after_grouping": stats,
+    }
+    write_json(ctx.data_dir / STATS_JSON, payload)
+    write_text(ctx.data_dir / COOCCURRENCE_CSV, cooccurrence_csv(stats))
+    log.info("dataset %s: %d images from %s (keyed by %s, uncertain -> %s); counts: %s", ctx.name, len(records), labels_path.name, key, uncertain, stats["counts"])
+    return records

@@ -123,8 +123,12 @@ def build_manifest(
     seed: int,
     test_fraction: float,
     n_folds: int,
+    split_protocol: str = "vlmprobe",
 ) -> pa.Table:
-    """Validate records, split them, and return the manifest table (not yet written)."""
+    """Validate records, split them, and return the manifest table (not yet written).
+
+    ``split_protocol``: ``vlmprobe`` (stratified hold-out + CV folds) or a paper's split
+    (:mod:`vlmprobe.datasets.protocol_splits`)."""
     if not records:
         raise VlmprobeError(f"Dataset {dataset!r} has no images.", "check the dataset's path in config.yaml.")
     records = apply_label_map(dataset, records, spec.get("label_map"))
@@ -141,10 +145,17 @@ def build_manifest(
             )
     records = sorted(records, key=lambda record: record.sample_id)
     labels = [list(record.labels) for record in records]
-    check_class_sizes(dataset, labels, n_folds, test_fraction)
     classes = sorted({name for names in labels for name in names})
-    split, fold = assign_splits(labels, classes, multilabel, seed, test_fraction, n_folds)
-    check_split_coverage(dataset, labels, split, fold, classes, n_folds)
+    if split_protocol == "vlmprobe":
+        check_class_sizes(dataset, labels, n_folds, test_fraction)
+        split, fold = assign_splits(labels, classes, multilabel, seed, test_fraction, n_folds)
+        check_split_coverage(dataset, labels, split, fold, classes, n_folds)
+    else:
+        from vlmprobe.datasets.protocol_splits import protocol_split
+
+        check_class_sizes(dataset, labels, 1, 0.5)  # two classes at least; the paper's split checks nothing else
+        split, fold, _ = protocol_split(dataset, records, split_protocol)
+        n_folds = 2
 
     meta_keys = sorted({key for record in records for key in record.meta})
     columns: dict[str, pa.Array] = {
@@ -167,6 +178,7 @@ def build_manifest(
         "seed": seed,
         "test_fraction": test_fraction,
         "n_folds": n_folds,
+        "split_protocol": split_protocol,
     }
     schema = pa.schema([(name, array.type) for name, array in columns.items()]).with_metadata(
         {METADATA_KEY: json.dumps(provenance, sort_keys=True, default=str)}

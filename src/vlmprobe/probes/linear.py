@@ -525,6 +525,7 @@ def run_linear_probe(
     solver: Solver = "newton",
     tol: float = 1e-4,
     max_iter: int = 1000,
+    fscore: str | None = None,
 ) -> dict[str, Any]:
     """Run the poster's LinearSVC protocol on one (dataset, model) embedding table.
 
@@ -542,6 +543,8 @@ def run_linear_probe(
             deterministic and does not draw random numbers. Recorded either way.
         solver: "newton" (joint one-vs-rest Newton-CG, fast) or "liblinear" (sklearn ``LinearSVC``
             with ``dual='auto'``, the literal reference).
+        fscore: "binary" (F1 of the positive class; 2-class datasets' default), "macro" (macro F1, the only
+            choice for more classes) or None (the default by class count).
         tol, max_iter: stopping tolerance (liblinear's primal criterion, ``LinearSVC``'s default
             1e-4) and iteration cap (Newton iterations; liblinear's own for ``solver="liblinear"``).
 
@@ -559,7 +562,11 @@ def run_linear_probe(
         raise VlmprobeError(f"Linear probe: unknown solver {solver!r}.", "use 'newton' or 'liblinear'.")
     cores = _effective_n_jobs(n_jobs)
     problem = _check_inputs(embeddings, labels, split, fold)
-    positive = _positive_index(problem.classes, positive_label)
+    if fscore not in (None, "binary", "macro"):
+        raise VlmprobeError(f"Linear probe: `fscore: {fscore}` is neither binary nor macro.", "set the dataset's `fscore:` to binary or macro.")
+    if fscore == "binary" and len(problem.classes) != 2:
+        raise VlmprobeError(f"Linear probe: `fscore: binary` needs 2 classes, the dataset has {len(problem.classes)}.", "use `fscore: macro`.")
+    positive = None if fscore == "macro" else _positive_index(problem.classes, positive_label)
 
     fits: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
     for f in range(problem.n_folds):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -308,9 +309,15 @@ def run_probe_files(
     threshold: str | float = "tuned",
     n_jobs: int = 1,
     identity: dict[str, Any] | None = None,
+    protocol: str = "vlmprobe",
+    validation_fold: int = 0,
 ) -> ProbeResult:
-    """The ``multilabel_lp`` job: manifest + cached embeddings -> test predictions and the probe's head."""
+    """The ``multilabel_lp`` job: manifest + cached embeddings -> test predictions and the probe's head.
+
+    ``protocol: sadman2025`` trains the notebook's linear head instead (:func:`run_paper_probe`), validating on
+    fold ``validation_fold`` of the training rows."""
     from vlmprobe.metrics import Predictions, indicator_matrix, write_predictions
+    from vlmprobe.protocols import check_protocol
     from vlmprobe.store import aligned
 
     started = time.perf_counter()
@@ -321,6 +328,9 @@ def run_probe_files(
     is_test = np.asarray(manifest["split"].to_list()) == "test"
     folds = manifest["fold"].to_numpy()
     seed = int(manifest_meta.get("seed", 0))
+    if check_protocol(protocol) == "sadman2025":
+        return run_paper_probe(manifest, matrix, indicator, is_test, folds, classes, multilabel, seed, validation_fold, started, embedding_path,
+                               predictions_path, head_path, identity)  # fmt: skip
     result = fit_probe(matrix[~is_test], indicator[~is_test], folds[~is_test].astype(int), matrix[is_test], multilabel, c_grid, threshold, seed, n_jobs)
     seconds = time.perf_counter() - started
     log.info("linear probe: C=%g, %d test samples, %.1f s", result.C, int(is_test.sum()), seconds)
@@ -356,6 +366,7 @@ def run_probe_files(
             metadata={
                 **(identity or {}),
                 "setting": "lp",
+                "protocol": "vlmprobe",
                 "multilabel": multilabel,
                 "score_kind": "probability",
                 "decision": decision,
@@ -377,3 +388,49 @@ def run_probe_files(
         ),
     )
     return result
+
+
+def run_paper_probe(manifest, matrix, indicator, is_test, folds, classes, multilabel, seed, validation_fold, started, embedding_path,
+                    predictions_path, head_path, identity) -> ProbeResult:  # fmt: skip
+    """Sadman et al.'s linear probe (:mod:`vlmprobe.protocols`): train on the training rows outside
+    ``validation_fold``, early-stop on that fold, decide row-min-max scaled logits > 0.5 on the test rows."""
+    from vlmprobe.metrics import Predictions, write_predictions
+    from vlmprobe.protocols import DECISION, LINEAR_PROBE, row_minmax, row_minmax_decisions, train_linear_probe
+
+    fold = np.asarray([-1 if value is None or value != value else int(value) for value in folds])
+    is_val = ~is_test & (fold == validation_fold)
+    is_train = ~is_test & ~is_val
+    if not is_val.any() or not is_train.any():
+        raise VlmprobeError(
+            f"The linear probe of protocol sadman2025 needs training rows in fold {validation_fold} (validation) and outside it.",
+            "build the manifest with `split: protocol: sadman2025`, or set `multilabel: finetune: validation_fold:` to a fold that exists.",
+        )
+    y = indicator.astype(np.float64)
+    fit = train_linear_probe(matrix[is_train], y[is_train], matrix[is_val], y[is_val], seed)
+    logits = np.asarray(matrix[is_test], dtype=np.float64) @ fit.weight.T + fit.bias
+    scores = row_minmax(logits)
+    predicted = row_minmax_decisions(scores)
+    seconds = time.perf_counter() - started
+    log.info("linear probe (sadman2025): best epoch %d of %d, %d train / %d validation / %d test, %.1f s",
+             fit.best_epoch, fit.epochs_run, int(is_train.sum()), int(is_val.sum()), int(is_test.sum()), seconds)  # fmt: skip
+    details = {
+        **{key: (list(value) if isinstance(value, tuple) else value) for key, value in LINEAR_PROBE.items()},
+        "best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run, "history": fit.history, "seed": seed,
+        "n_train": int(is_train.sum()), "n_validation": int(is_val.sum()), "validation_fold": validation_fold,
+        "embedding_table": str(embedding_path),
+    }
+    write_predictions(
+        predictions_path,
+        Predictions(
+            sample_ids=[manifest["sample_id"][int(i)] for i in np.flatnonzero(is_test)],
+            scores=scores,
+            predicted=predicted,
+            classes=classes,
+            metadata={**(identity or {}), "setting": "lp", "protocol": "sadman2025", "multilabel": multilabel,
+                      "score_kind": "row-min-max scaled logit", "decision": DECISION, "wall_time_s": seconds, "details": details},  # fmt: skip
+        ),
+    )
+    save_head(head_path, LinearHead(weight=fit.weight, bias=fit.bias, classes=classes, multilabel=multilabel, thresholds=None,
+                                    source="linear_probe", details={**(identity or {}), "protocol": "sadman2025", **details}))  # fmt: skip
+    return ProbeResult(test_scores=scores, test_predicted=predicted, thresholds=None, C=math.nan, cv_average_precision={},
+                       weight=fit.weight, bias=fit.bias, details=details)  # fmt: skip

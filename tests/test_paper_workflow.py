@@ -1,0 +1,54 @@
+"""The Sadman et al. preset end to end in the paper's protocol: a miniature IU-Xray layout with a CheXpert
+14-label CSV through ``config/studies/sadman2025.yaml`` (its model swapped for a tiny offline one)."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+import yaml
+
+import miniatures
+from conftest import REPO, TINY_VIT
+from vlmprobe.datasets.manifest import read_manifest
+from vlmprobe.datasets.protocol_splits import uid_split
+from workflow_helpers import snakemake
+
+pytestmark = pytest.mark.workflow
+
+
+def test_sadman_preset_runs_the_papers_protocol_by_name(tmp_path):
+    root = miniatures.iu_xray_chexpert(tmp_path / "data" / "iu-xray", copies=7)
+    config = yaml.safe_load((REPO / "config" / "studies" / "sadman2025.yaml").read_text())
+    config["models"] = {"biomedclip": TINY_VIT}  # the preset's model id, so its reference block applies
+    config["embedding"] = {"device": "cpu", "batch_size": 16, "num_workers": 0}
+    config["umap"] = {"enabled": False}
+    config["heatmaps"] = {"enabled": False}
+    config["multilabel"]["bootstrap"] = {"n_resamples": 50}
+    config["multilabel"]["finetune"].update(device="cpu", num_workers=0, progress=False)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    snakemake(tmp_path)
+
+    results = tmp_path / "results"
+    table, meta = read_manifest(results / "manifests" / "iu-xray.parquet")
+    assert meta["split_protocol"] == "sadman2025" and "No Finding" in meta["classes"] and table.num_rows == 77
+    rows = table.to_pylist()
+    part = {row["meta_uid"]: "test" if row["split"] == "test" else "val" if row["fold"] == 0 else "train" for row in rows}
+    with open(root / "iuxray_frontal_14labels.csv") as handle:
+        order = [line.split(",", 1)[0] for line in handle.read().splitlines()[1:]]
+    assert part == uid_split(order)
+
+    summary = pl.read_parquet(results / "summary" / "multilabel.parquet").filter(pl.col("status") == "ok")
+    assert sorted(summary["setting"].to_list()) == ["ft", "lp", "zs"]
+    assert set(summary["protocol"]) == {"sadman2025"} and set(summary["split_protocol"]) == {"sadman2025"}
+    assert set(summary["decision"]) == {"scores scaled per row to [0, 1] (min-max), label decided when > 0.5 (Sadman et al. 2025)"}
+    zs, lp = (json.loads((results / "multilabel" / "iu-xray" / "biomedclip" / f"{s}.json").read_text()) for s in ("zs", "lp"))
+    assert zs["metrics"]["inter_class_distance"] == lp["metrics"]["inter_class_distance"]  # one frozen tower, as the paper's 31.89 / 31.89
+    assert zs["metrics"]["separation_n_samples"] == zs["n_test"]  # every test sample counts, for one class
+
+    reference = pl.read_csv(results / "summary" / "reference" / "multilabel.csv")
+    compared = reference.filter(pl.col("status") == "compared")
+    assert compared.height == 3 * 8 and set(compared["our_protocol"]) == set(compared["paper_protocol"]) == {"sadman2025"}
+    assert reference.filter(pl.col("diff").is_not_null())["our_protocol"].to_list() == ["sadman2025"] * reference["diff"].is_not_null().sum()
+    assert "The paper's protocol is sadman2025" in (results / "summary" / "reference" / "multilabel.md").read_text()
