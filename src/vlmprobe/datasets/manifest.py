@@ -4,6 +4,12 @@ Columns: ``sample_id`` (unique string), ``path``, ``labels`` (list of strings), 
 ('train'/'test'), ``fold`` (0..4 for train rows, null for test rows), ``boxes`` (finding boxes, maybe
 empty), ``annotation_path`` (mask file or null) and any ``meta_*`` string columns. The schema metadata
 (key ``vlmprobe``) records the dataset spec, class list, multi-label flag and seed.
+
+A dataset with a ``group:`` column (e.g. ``meta_patient``) also gets ``group_split`` and
+``group_fold``: the same hold-out fraction and folds, group-aware (no group on both sides; see
+:func:`vlmprobe.datasets.splits.assign_group_splits`). ``split``/``fold`` stay the image-level
+split, so every stage reads what it always read; the linear probe runs on both. Samples with an
+empty group value count as groups of their own (logged, counted in the metadata).
 """
 
 from __future__ import annotations
@@ -19,7 +25,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmprobe.datasets.records import Record
-from vlmprobe.datasets.splits import assign_splits, check_class_sizes, check_split_coverage
+from vlmprobe.datasets.splits import (
+    assign_group_splits,
+    assign_splits,
+    check_class_sizes,
+    check_group_sizes,
+    check_split_coverage,
+)
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.images import load_image
 from vlmprobe.io import write_parquet
@@ -115,6 +127,38 @@ def verify_images(dataset: str, records: list[Record], on_bad_image: str, worker
     )
 
 
+EMPTY_GROUP = {"", "nan", "none", "null", "na", "n/a"}
+
+
+def group_ids(dataset: str, records: list[Record], column: str) -> tuple[list[int], int]:
+    """An integer group per record from its ``meta_*`` column; an empty value is a group of its own.
+
+    Returns the ids and how many records had no value.
+    """
+    key = column.removeprefix("meta_")
+    present = sorted({name for record in records for name in record.meta})
+    if not column.startswith("meta_") or key not in present:
+        listing = ", ".join(f"meta_{name}" for name in present) or "none"
+        raise VlmprobeError(
+            f"Dataset {dataset!r}: `group: {column}` names no column of its manifest (its meta_* columns: {listing}).",
+            "set `group:` to one of those columns, or add the column (e.g. `meta_columns` / `metadata_columns`) "
+            "or drop `group:`.",
+        )
+    index: dict[tuple[str, str], int] = {}
+    ids, missing = [], 0
+    for record in records:
+        value = (record.meta.get(key) or "").strip()
+        if value.lower() in EMPTY_GROUP:
+            missing += 1
+            name = ("sample", record.sample_id)
+        else:
+            name = ("group", value)
+        ids.append(index.setdefault(name, len(index)))
+    if missing:
+        log.warning("dataset %s: %d sample(s) have no %s value; each is a group of its own", dataset, missing, column)
+    return ids, missing
+
+
 def build_manifest(
     dataset: str,
     spec: dict[str, Any],
@@ -145,6 +189,16 @@ def build_manifest(
     classes = sorted({name for names in labels for name in names})
     split, fold = assign_splits(labels, classes, multilabel, seed, test_fraction, n_folds)
     check_split_coverage(dataset, labels, split, fold, classes, n_folds)
+    group_column = spec.get("group")
+    if group_column:
+        groups, missing = group_ids(dataset, records, group_column)
+        check_group_sizes(dataset, labels, groups, group_column, n_folds)
+        group_split, group_fold, group_info = assign_group_splits(
+            labels, classes, groups, multilabel, seed, test_fraction, n_folds
+        )
+        check_split_coverage(dataset, labels, group_split, group_fold, classes, n_folds, what=f"group-aware split by {group_column}")
+        group_info = {"column": group_column, "n_groups": len(set(groups)), "n_without_group": missing, **group_info}
+        log.info("dataset %s: %d groups of %s; group-aware test fraction %.3f", dataset, group_info["n_groups"], group_column, group_info["test_fraction_realised"])
 
     meta_keys = sorted({key for record in records for key in record.meta})
     columns: dict[str, pa.Array] = {
@@ -153,6 +207,7 @@ def build_manifest(
         "labels": pa.array(labels, pa.list_(pa.string())),
         "split": pa.array(split, pa.string()),
         "fold": pa.array(fold, pa.int8()),
+        **({"group_split": pa.array(group_split, pa.string()), "group_fold": pa.array(group_fold, pa.int8())} if group_column else {}),
         "boxes": pa.array([[vars(box) for box in r.boxes] for r in records], pa.list_(BOX_TYPE)),
         "annotation_path": pa.array([r.annotation_path for r in records], pa.string()),
     }
@@ -167,6 +222,7 @@ def build_manifest(
         "seed": seed,
         "test_fraction": test_fraction,
         "n_folds": n_folds,
+        **({"group": group_info} if group_column else {}),
     }
     schema = pa.schema([(name, array.type) for name, array in columns.items()]).with_metadata(
         {METADATA_KEY: json.dumps(provenance, sort_keys=True, default=str)}
