@@ -205,3 +205,7 @@ def test_summary_reports_both_results_and_the_gap(tmp_path):
     write_linear_probe_summary(paths, tmp_path / "s.parquet", tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "s.png", html)
     page = html.read_text()
     assert page.count("<table") == 2 and "Identity leakage" in page and page.rstrip().endswith("</html>")
+    from vlmprobe.summary import write_group_gap_figure
+
+    write_group_gap_figure(tmp_path / "s.parquet", tmp_path / "gap.png")
+    assert (tmp_path / "gap.png").read_bytes()[:4] == b"\x89PNG"

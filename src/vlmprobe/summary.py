@@ -204,6 +204,40 @@ def write_linear_probe_summary(result_paths, table_path, csv_path, markdown_path
     return table
 
 
+def group_gap_figure(table: pl.DataFrame):
+    """One panel per dataset with a group column: per model, image-level and group-level test accuracy
+    (mean ± std over the fold models) side by side, the gap written above each pair."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    grouped = table.filter(pl.col("group_column").is_not_null())
+    datasets = grouped["dataset"].unique(maintain_order=True).to_list()
+    figure, axes = plt.subplots(1, max(len(datasets), 1), figsize=(1.0 + 2.2 * max(grouped["model"].n_unique(), 1) * max(len(datasets), 1), 3.6), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        rows = grouped.filter(pl.col("dataset") == dataset)
+        x = np.arange(rows.height)
+        ax.bar(x - 0.2, rows["accuracy_mean"], 0.4, yerr=rows["accuracy_std"], label="image-level split", color="#8da0cb")
+        ax.bar(x + 0.2, rows["group_accuracy_mean"], 0.4, yerr=rows["group_accuracy_std"], label="group-aware split", color="#fc8d62")
+        for i, r in enumerate(rows.iter_rows(named=True)):
+            top = max(r["accuracy_mean"], r["group_accuracy_mean"]) + max(r["accuracy_std"], r["group_accuracy_std"])
+            ax.text(i, min(top + 0.03, 1.04), gap_cell(r["accuracy_gap"]), ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(x, rows["model"].to_list(), rotation=30, ha="right")
+        ax.set_ylim(0, 1.12)
+        ax.set_title(f"{dataset} (group: {rows['group_column'][0]}, {rows['n_groups'][0]:,} groups)", fontsize=9)
+        ax.set_ylabel("test accuracy")
+    axes[0][0].legend(loc="lower left", fontsize=8)
+    figure.suptitle("Identity leakage: linear-probe accuracy, image-level vs group-aware split (gap = image − group)", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def write_group_gap_figure(table_path, figure_path) -> None:
+    save_figure(figure_path, group_gap_figure(pl.read_parquet(table_path)))
+
+
 def umap_quality_summary(quality_paths: dict[tuple[str, str], str], table_path, csv_path, markdown_path, html_path) -> pl.DataFrame:
     """Every cell's quality, one row per (dataset, model, n_neighbors, min_dist), plus the best cell per table."""
     frames = [
