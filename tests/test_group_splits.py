@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from vlmprobe.datasets import make_manifest
-from vlmprobe.datasets.manifest import build_manifest, read_manifest
+from vlmprobe.datasets.manifest import build_group_split, build_manifest, make_group_split, read_group_split, read_manifest
 from vlmprobe.datasets.records import Record
 from vlmprobe.datasets.splits import assign_group_splits, assign_splits, iterative_group_stratification
 from vlmprobe.datasets.synthetic_cxr import patient_case, sample_case
@@ -123,35 +123,51 @@ def manifest_of(records, **spec):
     return build_manifest("ds", {"kind": "csv", "verify_images": False, **spec}, records, False, 0, 0.2, 5)
 
 
-def test_manifest_carries_both_splits_and_the_group_record():
-    table = manifest_of(records_with_patients(missing=2), group="meta_patient")
-    meta = json.loads(table.schema.metadata[b"vlmprobe"])
-    assert table.column_names[:7] == ["sample_id", "path", "labels", "split", "fold", "group_split", "group_fold"]
-    assert meta["group"]["column"] == "meta_patient"
-    assert meta["group"]["n_without_group"] == 2  # two images of P0 without a value: a group each
-    assert meta["group"]["n_groups"] == 22  # P0..P19 and the two singletons
-    frame = pl.from_arrow(table).filter(pl.col("meta_patient") != "")
-    sides = frame.group_by("meta_patient").agg(pl.col("group_split").n_unique(), pl.col("group_fold").n_unique())
+def group_split_of(records, column="meta_patient"):
+    table = manifest_of(records)
+    return table, build_group_split(table, json.loads(table.schema.metadata[b"vlmprobe"]), column)
+
+
+def test_group_split_table_beside_an_unchanged_manifest():
+    table, groups = group_split_of(records_with_patients(missing=2))
+    meta = json.loads(groups.schema.metadata[b"vlmprobe"])
+    assert groups.column_names == ["sample_id", "group", "group_split", "group_fold"]
+    assert groups.column("sample_id").to_pylist() == table.column("sample_id").to_pylist()
+    assert meta["column"] == "meta_patient" and meta["seed"] == 0 and meta["n_folds"] == 5
+    assert meta["n_without_group"] == 2  # two images of P0 without a value: a group each
+    assert meta["n_groups"] == 22  # P0..P19 and the two singletons
+    frame = pl.from_arrow(table).join(pl.from_arrow(groups), on="sample_id")
+    sides = frame.group_by("group").agg(pl.col("group_split").n_unique(), pl.col("group_fold").n_unique(), pl.len())
     assert sides["group_split"].max() == 1 and sides["group_fold"].max() == 1
-    # the image-level split is the one a dataset without `group:` gets, unchanged
-    plain = manifest_of(records_with_patients(missing=2))
-    assert "group_split" not in plain.column_names and "group" not in json.loads(plain.schema.metadata[b"vlmprobe"])
-    assert plain.column("split").to_pylist() == table.column("split").to_pylist()
-    assert plain.column("fold").to_pylist() == table.column("fold").to_pylist()
+    assert sides.filter(pl.col("group").str.starts_with("sample:"))["len"].to_list() == [1, 1]
+    # the manifest does not know about groups: declaring one never rewrites it (nor its embeddings)
+    assert "group_split" not in table.column_names
+    assert manifest_of(records_with_patients(missing=2), group="meta_patient").equals(table)
+
+
+def test_group_split_file_round_trip_and_stale_file(tmp_path):
+    table = manifest_of(records_with_patients())
+    from vlmprobe.datasets.manifest import write_manifest
+
+    write_manifest(tmp_path / "m.parquet", table)
+    make_group_split(tmp_path / "m.parquet", "meta_patient", tmp_path / "m.groups.parquet")
+    ids = table.column("sample_id").to_pylist()
+    split, fold, info = read_group_split(tmp_path / "m.groups.parquet", ids)
+    assert len(split) == len(ids) and info["n_groups"] == 20
+    with pytest.raises(VlmprobeError, match="other samples than its manifest"):
+        read_group_split(tmp_path / "m.groups.parquet", ids[1:])
 
 
 def test_group_errors_name_the_problem_and_the_fix():
     with pytest.raises(VlmprobeError, match=r"`group: meta_slide` names no column.*meta_patient") as error:
-        manifest_of(records_with_patients(), group="meta_slide")
+        group_split_of(records_with_patients(), "meta_slide")
     assert "set `group:`" in error.value.fix
-    with pytest.raises(VlmprobeError, match="names no column"):
-        manifest_of(records_with_patients(), group="patient")  # the manifest column is meta_patient
     with pytest.raises(VlmprobeError, match=r"5 group\(s\), too few for a test hold-out plus 5 CV folds"):
-        manifest_of(records_with_patients(n_patients=5, per_patient=8), group="meta_patient")
+        group_split_of(records_with_patients(n_patients=5, per_patient=8))
     with pytest.raises(VlmprobeError, match=r"'malignant' \(4\) occur in fewer than 6 groups"):
         records = records_with_patients(n_patients=12, per_patient=3)
         records = [r for r in records if not (r.labels == ("malignant",) and int(r.meta["patient"][1:]) > 7)]
-        manifest_of(records, group="meta_patient")
+        group_split_of(records)
 
 
 def test_synthetic_cxr_patients_are_near_duplicates_with_shared_labels():
@@ -164,16 +180,18 @@ def test_synthetic_cxr_patients_are_near_duplicates_with_shared_labels():
     assert other.anatomy.lungs != first.anatomy.lungs
 
 
-def test_synthetic_cxr_with_patients_builds_a_group_aware_manifest(tmp_path):
+def test_synthetic_cxr_with_patients_builds_a_group_aware_split(tmp_path):
     spec = {"kind": "synthetic-cxr", "n_images": 80, "image_size": 32, "images_per_patient": 4, "multilabel": False,
-            "prevalence": {"cardiomegaly": 0.0, "effusion": 0.0, "opacity": 0.0, "pneumothorax": 0.0, "nodule": 0.5},
-            "group": "meta_patient"}
+            "prevalence": {"cardiomegaly": 0.0, "effusion": 0.0, "opacity": 0.0, "pneumothorax": 0.0, "nodule": 0.5}}
     out = tmp_path / "m.parquet"
     make_manifest("scxr", spec, 0, 0.2, 5, out, tmp_path / "data", tmp_path)
-    table, meta = read_manifest(out)
-    frame = pl.from_arrow(table)
-    assert meta["group"]["n_groups"] == 20
+    make_group_split(out, "meta_patient", tmp_path / "g.parquet")
+    table, _ = read_manifest(out)
+    groups = pl.read_parquet(tmp_path / "g.parquet")
+    frame = pl.from_arrow(table).join(groups, on="sample_id")
+    assert (frame["group"] == frame["meta_patient"]).all()
     per_patient = frame.group_by("meta_patient").agg(pl.len(), pl.col("labels").n_unique(), pl.col("group_split").n_unique())
+    assert per_patient.height == 20
     assert per_patient["len"].to_list() == [4] * 20 and per_patient["labels"].max() == 1 and per_patient["group_split"].max() == 1
 
 

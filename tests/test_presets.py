@@ -17,7 +17,7 @@ import yaml
 import miniatures
 from conftest import REPO
 from vlmprobe.datasets import kind_module, make_manifest
-from vlmprobe.datasets.manifest import read_manifest
+from vlmprobe.datasets.manifest import make_group_split, read_manifest
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.models import check_spec
 from vlmprobe.reference_compare import reference_table
@@ -132,8 +132,8 @@ def test_takeda_datasets_build_manifests_from_their_real_layouts(workdir, datase
         assert spec["positive_label"] in provenance["classes"]
     assert set(table.column("split").to_pylist()) == {"train", "test"}
     if spec.get("group"):  # the preset names the identity column: a patient / lesion-aware split beside the image-level one
-        frame = pl.from_arrow(table)
-        assert provenance["group"]["column"] == spec["group"]
+        make_group_split(out, spec["group"], out.with_suffix(".groups.parquet"))
+        frame = pl.from_arrow(table).join(pl.read_parquet(out.with_suffix(".groups.parquet")), on="sample_id")
         assert frame.group_by(spec["group"]).agg(pl.col("group_split").n_unique())["group_split"].max() == 1
 
 
