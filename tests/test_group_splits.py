@@ -227,3 +227,19 @@ def test_summary_reports_both_results_and_the_gap(tmp_path):
 
     write_group_gap_figure(tmp_path / "s.parquet", tmp_path / "gap.png")
     assert (tmp_path / "gap.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_config_schema_takes_group_and_images_per_patient():
+    import yaml
+
+    from conftest import REPO
+    from vlmprobe.config_check import config_problems
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    assert config["datasets"]["synthetic-cxr-patients"]["group"] == "meta_patient"  # the default run shows the gap
+    assert config_problems(config, schema) == []
+    config["datasets"]["synthetic-cxr-patients"].update(group="patient", images_per_patient=0)
+    problems = "\n".join(config_problems(config, schema))
+    assert "`datasets.synthetic-cxr-patients.group`: 'patient' does not match '^meta_'" in problems
+    assert "`datasets.synthetic-cxr-patients.images_per_patient`: 0 is less than the minimum of 1" in problems
