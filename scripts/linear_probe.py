@@ -1,7 +1,8 @@
 """Snakemake entry point: embeddings -> the poster's LinearSVC probe (see vlmprobe.probes.linear)."""
 
+from vlmprobe.datasets.manifest import read_group_split
 from vlmprobe.io import write_json
-from vlmprobe.probes.linear import run_linear_probe
+from vlmprobe.probes.linear import run_linear_probe, with_group_level
 from vlmprobe.runner import run_script
 from vlmprobe.store import aligned
 
@@ -20,6 +21,18 @@ def main(smk):
         n_jobs=smk.threads,
         seed=manifest_meta["seed"],
     )
+    if smk.input.groups:  # the dataset names a group column: probe its group-aware split too
+        group_split, group_fold, group_info = read_group_split(smk.input.groups, manifest["sample_id"].to_list())
+        group_result = run_linear_probe(
+            matrix,
+            labels=[labels[0] for labels in manifest["labels"].to_list()],
+            split=group_split,
+            fold=group_fold,
+            positive_label=smk.params.positive_label,
+            n_jobs=smk.threads,
+            seed=manifest_meta["seed"],
+        )
+        result = with_group_level(result, group_result, group_info)
     result.update(dataset=smk.wildcards.dataset, model=smk.wildcards.model, embed_dim=int(matrix.shape[1]))
     write_json(smk.output[0], result)
 

@@ -59,19 +59,22 @@ def busi(root: Path, per_class: int = 7) -> Path:
 BREAKHIS_SUBTYPES = {"benign": {"A": "adenosis", "F": "fibroadenoma"}, "malignant": {"DC": "ductal_carcinoma", "LC": "lobular_carcinoma"}}
 
 
-def breakhis(root: Path, per_slide: int = 2) -> Path:
-    """BreaKHis_v1/histology_slides/breast/<class>/SOB/<subtype>/SOB_<B|M>_<code>_<slide>/<mag>X/<name>.png"""
+def breakhis(root: Path, per_slide: int = 2, slides: int = 1) -> Path:
+    """BreaKHis_v1/histology_slides/breast/<class>/SOB/<subtype>/SOB_<B|M>_<code>_<slide>/<mag>X/<name>.png
+
+    ``slides`` patients (slides) per subtype."""
     breast = root / "histology_slides" / "breast"
     value = 0
     for tumor_class, subtypes in BREAKHIS_SUBTYPES.items():
         letter = tumor_class[0].upper()
         for code, subtype in subtypes.items():
-            slide = f"14-{1000 + value}AB"
-            for magnification in (40, 100, 200, 400):
-                folder = breast / tumor_class / "SOB" / subtype / f"SOB_{letter}_{code}_{slide}" / f"{magnification}X"
-                for i in range(1, per_slide + 1):
-                    write_image(folder / f"SOB_{letter}_{code}-{slide}-{magnification}-{i:03d}.png", value % 256, size=(16, 16))
-                    value += 7
+            for _ in range(slides):
+                slide = f"14-{1000 + value}AB"
+                for magnification in (40, 100, 200, 400):
+                    folder = breast / tumor_class / "SOB" / subtype / f"SOB_{letter}_{code}_{slide}" / f"{magnification}X"
+                    for i in range(1, per_slide + 1):
+                        write_image(folder / f"SOB_{letter}_{code}-{slide}-{magnification}-{i:03d}.png", value % 256, size=(16, 16))
+                        value += 7
     (root / "README.txt").parent.mkdir(parents=True, exist_ok=True)
     (root / "README.txt").write_text("not an image\n")
     return root

@@ -17,7 +17,7 @@ import yaml
 import miniatures
 from conftest import REPO
 from vlmprobe.datasets import kind_module, make_manifest
-from vlmprobe.datasets.manifest import read_manifest
+from vlmprobe.datasets.manifest import make_group_split, read_manifest
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.models import check_spec
 from vlmprobe.reference_compare import reference_table
@@ -39,7 +39,7 @@ def build_miniatures(workdir: Path) -> None:
     miniatures.image_folder(data / "sars-cov-2-ct-scan", ["COVID", "non-COVID"])
     miniatures.pneumoniamnist(data / "medmnist" / "pneumoniamnist.npz")
     miniatures.busi(data / "Dataset_BUSI_with_GT")
-    miniatures.breakhis(data / "BreaKHis_v1")
+    miniatures.breakhis(data / "BreaKHis_v1", slides=4)  # 8 patients per class: enough for the patient-aware split
     miniatures.hicervix(data / "HiCervix")
     miniatures.deepdrid(data / "DeepDRiD")
     miniatures.isic2019(data / "ISIC2019")
@@ -132,6 +132,15 @@ def test_takeda_datasets_build_manifests_from_their_real_layouts(workdir, datase
     if spec.get("positive_label"):
         assert spec["positive_label"] in provenance["classes"]
     assert set(table.column("split").to_pylist()) == {"train", "test"}
+    if spec.get("group"):  # the preset names the identity column: a patient / lesion-aware split beside the image-level one
+        make_group_split(out, spec["group"], out.with_suffix(".groups.parquet"))
+        frame = pl.from_arrow(table).join(pl.read_parquet(out.with_suffix(".groups.parquet")), on="sample_id")
+        assert frame.group_by(spec["group"]).agg(pl.col("group_split").n_unique())["group_split"].max() == 1
+
+
+def test_takeda_preset_declares_the_groups_its_datasets_know():
+    groups = {name: spec.get("group") for name, spec in preset("takeda2025")["datasets"].items() if spec.get("group")}
+    assert groups == {"breakhis": "meta_patient", "deepdr": "meta_patient_id", "isic2019": "meta_lesion_id"}
 
 
 def test_sadman_dataset_builds_a_multilabel_manifest_with_statistics(workdir):

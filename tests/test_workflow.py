@@ -90,6 +90,18 @@ def test_changing_one_model_reruns_only_that_model(finished_run, tmp_path):
     assert planned_outputs(workdir) == set()
 
 
+def test_declaring_a_group_reruns_no_manifest_and_no_embedding(finished_run, tmp_path):
+    """`group:` adds the group-aware side table; the manifest and the (GPU) embedding tables stay cached."""
+    workdir = tmp_path / "w"
+    shutil.copytree(finished_run, workdir, symlinks=True)
+    edit_config(workdir, lambda c: c["datasets"]["alpha"].update(group="meta_patient"))
+    planned = planned_outputs(workdir)
+    assert not any("/embeddings/" in p or p.startswith("results/manifests/alpha.parquet") for p in planned), planned
+    assert {"results/manifests/alpha.groups.parquet", "results/linear_probe/alpha/pixels.json", "results/linear_probe/alpha/vit.json",
+            "results/summary/linear_probe_group_gap.png"} <= planned
+    assert not any("/beta/" in p for p in planned), planned
+
+
 def test_touching_code_reruns_nothing(finished_run, tmp_path):
     """A `git checkout` refreshes script mtimes; cached embeddings must survive it (the code trigger is off)."""
     workdir = tmp_path / "w"

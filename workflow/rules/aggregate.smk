@@ -49,6 +49,41 @@ def linear_probe_summary_targets():
 TARGET_FUNCTIONS.append(linear_probe_summary_targets)
 
 
+# --- Identity leakage: only when a multi-class dataset names a `group:` column. ---
+PATHS["summary_group_gap_png"] = "results/summary/linear_probe_group_gap.png"
+
+
+rule summary_group_gap:
+    input:
+        table=PATHS["summary_linear_probe"],
+    output:
+        figure=report(
+            PATHS["summary_group_gap_png"],
+            caption="../report/group_gap.rst",
+            category="Heatmaps",
+            subcategory="Linear probe",
+        ),
+    log:
+        log_path("summary_group_gap", "summary"),
+    localrule: True
+    conda:
+        "../../envs/summary.yaml"
+    script:
+        "../../scripts/summary_group_gap.py"
+
+
+def group_gap_targets():
+    grouped = [d for d in MULTICLASS_DATASETS if config["datasets"][d].get("group")]
+    return (
+        [PATHS["summary_group_gap_png"]]
+        if grouped and linear_probe_summary_targets()
+        else []
+    )
+
+
+TARGET_FUNCTIONS.append(group_gap_targets)
+
+
 # --- The papers beside ours: active only when the config names a reference (the study presets do). ---
 PATHS.update(
     {

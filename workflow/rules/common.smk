@@ -12,6 +12,7 @@ MODELS = list(config["models"])
 # Every output path of the workflow, spelled once.
 PATHS = {
     "manifest": "results/manifests/{dataset}.parquet",
+    "group_split": "results/manifests/{dataset}.groups.parquet",
     "dataset_dir": "results/datasets/{dataset}",
     "model_check": "results/checks/models/{model}.json",
     "embedding": "results/embeddings/{dataset}/{model}.parquet",
@@ -45,6 +46,26 @@ wildcard_constraints:
 
 def dataset_spec(wildcards):
     return config["datasets"][wildcards.dataset]
+
+
+def manifest_spec(wildcards):
+    """The dataset spec without `group`: declaring a group adds a side table (group_split), it never
+    rewrites the manifest and so never invalidates the dataset's embedding tables."""
+    return {
+        key: value
+        for key, value in config["datasets"][wildcards.dataset].items()
+        if key != "group"
+    }
+
+
+GROUPED_DATASETS = [d for d in DATASETS if config["datasets"][d].get("group")]
+
+
+def group_split_input(wildcards):
+    """The group-aware split of a dataset that names a `group:` column, else nothing."""
+    if wildcards.dataset in GROUPED_DATASETS:
+        return PATHS["group_split"].format(dataset=wildcards.dataset)
+    return []
 
 
 def model_spec(wildcards):

@@ -12,7 +12,7 @@ rule manifest:
     conda:
         "../../envs/data.yaml"
     params:
-        spec=dataset_spec,
+        spec=manifest_spec,
         seed=config["seed"],
         split={  # the default split protocol adds nothing, so manifests made before protocols existed stay valid
             key: value
@@ -24,3 +24,23 @@ rule manifest:
         ),
     script:
         "../../scripts/manifest.py"
+
+
+rule group_split:
+    # a dataset's `group:` column -> its group-aware split, beside the manifest (see vlmprobe.datasets.manifest)
+    input:
+        manifest=PATHS["manifest"],
+    output:
+        PATHS["group_split"],
+    log:
+        log_path("group_split", "{dataset}"),
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    params:
+        column=lambda wildcards: config["datasets"][wildcards.dataset]["group"],
+    script:
+        "../../scripts/group_split.py"
+
+
+TARGET_FUNCTIONS.append(lambda: expand(PATHS["group_split"], dataset=GROUPED_DATASETS))

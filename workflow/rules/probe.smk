@@ -5,6 +5,7 @@ rule linear_probe:
     input:
         manifest=PATHS["manifest"],
         embeddings=PATHS["embedding"],
+        groups=group_split_input,
     output:
         PATHS["linear_probe"],
     log:

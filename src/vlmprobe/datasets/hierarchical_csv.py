@@ -14,7 +14,8 @@ down to level 2 has an empty ``level_3``). Spec keys:
   or ``finest`` (default): the deepest non-empty level of each row.
 
 Every level column is kept as ``meta_<column>`` (and the table as ``meta_table``), so a result can
-be re-read at a coarser level without rebuilding anything.
+be re-read at a coarser level without rebuilding anything; ``meta_columns`` keeps further columns
+(e.g. a slide id, then ``group: meta_<column>`` for a slide-aware split).
 """
 
 from __future__ import annotations
@@ -72,12 +73,13 @@ def load_records(spec: dict[str, Any], ctx: DatasetContext) -> list[Record]:
     records = []
     for csv_path, image_dir in tables(spec, ctx):
         rows = read_rows(csv_path, ctx.name, spec.get("separator", ","))
-        needed = [path_column, *levels, *([spec["label_column"]] if spec.get("label_column") else [])]
+        extra = list(spec.get("meta_columns") or [])
+        needed = [path_column, *levels, *extra, *([spec["label_column"]] if spec.get("label_column") else [])]
         require_columns(ctx.name, csv_path, rows, needed)
         for line, row in enumerate(rows, start=2):
             where = f"{csv_path.name} line {line}"
             path = resolve_inside(ctx.name, image_dir, row[path_column] or "", where)
-            meta = {column: (row[column] or "").strip() for column in levels}
+            meta = {column: (row[column] or "").strip() for column in [*levels, *extra]}
             meta["table"] = csv_path.stem
             records.append(
                 Record(

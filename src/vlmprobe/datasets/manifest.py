@@ -4,6 +4,15 @@ Columns: ``sample_id`` (unique string), ``path``, ``labels`` (list of strings), 
 ('train'/'test'), ``fold`` (0..4 for train rows, null for test rows), ``boxes`` (finding boxes, maybe
 empty), ``annotation_path`` (mask file or null) and any ``meta_*`` string columns. The schema metadata
 (key ``vlmprobe``) records the dataset spec, class list, multi-label flag and seed.
+
+A dataset with a ``group:`` column (e.g. ``meta_patient``) also gets a side table,
+``results/manifests/{dataset}.groups.parquet`` (:func:`build_group_split`): ``sample_id``,
+``group``, ``group_split``, ``group_fold``, the same hold-out fraction and folds, group-aware (no
+group on both sides; see :func:`vlmprobe.datasets.splits.assign_group_splits`). It is a side table
+and not two more manifest columns so that declaring a group never rewrites the manifest, which would
+invalidate every embedding table of the dataset. ``split``/``fold`` stay the image-level split;
+the linear probe runs on both. Samples with an empty group value count as groups of their own
+(logged, counted in the metadata).
 """
 
 from __future__ import annotations
@@ -19,7 +28,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmprobe.datasets.records import Record
-from vlmprobe.datasets.splits import assign_splits, check_class_sizes, check_split_coverage
+from vlmprobe.datasets.splits import (
+    assign_group_splits,
+    assign_splits,
+    check_class_sizes,
+    check_group_sizes,
+    check_split_coverage,
+)
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.images import load_image
 from vlmprobe.io import write_parquet
@@ -198,3 +213,86 @@ def read_manifest(path: str | Path) -> tuple[pa.Table, dict[str, Any]]:
         raise VlmprobeError(f"Manifest {str(path)!r} is missing or unreadable: {error}.", "re-run the workflow to rebuild it.") from error
     metadata = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
     return table, metadata
+
+
+# --------------------------------------------------------------------------------------------
+# The group-aware split: a side table of the manifest
+
+EMPTY_GROUP = {"", "nan", "none", "null", "na", "n/a"}
+
+
+def group_ids(dataset: str, table: pa.Table, column: str) -> tuple[list[int], list[str], int]:
+    """An integer group per manifest row from its ``meta_*`` column; an empty value is a group of its own.
+
+    Returns the ids, the group names (the value, or ``sample:<id>`` for a row without one) and how many
+    rows had no value.
+    """
+    present = [name for name in table.column_names if name.startswith("meta_")]
+    if column not in present:
+        raise VlmprobeError(
+            f"Dataset {dataset!r}: `group: {column}` names no column of its manifest (its meta_* columns: "
+            f"{', '.join(present) or 'none'}).",
+            "set `group:` to one of those columns, add the column (e.g. `meta_columns` / `metadata_columns`), "
+            "or drop `group:`.",
+        )
+    index: dict[str, int] = {}
+    ids, names, missing = [], [], 0
+    for sample_id, value in zip(table.column("sample_id").to_pylist(), table.column(column).to_pylist()):
+        value = (value or "").strip()
+        if value.lower() in EMPTY_GROUP:
+            missing += 1
+            value = f"sample:{sample_id}"
+            key = "\0" + value  # never equal to a real group's value
+        else:
+            key = value
+        ids.append(index.setdefault(key, len(index)))
+        names.append(value)
+    if missing:
+        log.warning("dataset %s: %d sample(s) have no %s value; each is a group of its own", dataset, missing, column)
+    return ids, names, missing
+
+
+def build_group_split(table: pa.Table, provenance: dict[str, Any], column: str) -> pa.Table:
+    """The group-aware split of a manifest: same seed, test fraction and folds as its image-level split."""
+    dataset = provenance["dataset"]
+    labels = table.column("labels").to_pylist()
+    classes, n_folds = provenance["classes"], provenance["n_folds"]
+    groups, names, missing = group_ids(dataset, table, column)
+    check_group_sizes(dataset, labels, groups, column, n_folds)
+    split, fold, info = assign_group_splits(
+        labels, classes, groups, provenance["multilabel"], provenance["seed"], provenance["test_fraction"], n_folds
+    )
+    check_split_coverage(dataset, labels, split, fold, classes, n_folds, what=f"group-aware split by {column}")
+    info = {"dataset": dataset, "column": column, "n_groups": len(set(groups)), "n_without_group": missing,
+            "seed": provenance["seed"], "test_fraction": provenance["test_fraction"], "n_folds": n_folds, **info}
+    log.info("dataset %s: %d groups of %s; group-aware test fraction %.3f", dataset, info["n_groups"], column, info["test_fraction_realised"])
+    columns = {
+        "sample_id": table.column("sample_id"),
+        "group": pa.array(names, pa.string()),
+        "group_split": pa.array(split, pa.string()),
+        "group_fold": pa.array(fold, pa.int8()),
+    }
+    schema = pa.schema([(name, array.type) for name, array in columns.items()]).with_metadata(
+        {METADATA_KEY: json.dumps(info, sort_keys=True, default=str)}
+    )
+    return pa.table(columns, schema=schema)
+
+
+def make_group_split(manifest_path: str | Path, column: str, out_path: str | Path) -> None:
+    table, provenance = read_manifest(manifest_path)
+    write_parquet(out_path, build_group_split(table, provenance, column))
+
+
+def read_group_split(path: str | Path, sample_ids: list[str]) -> tuple[list[str], list[int | None], dict[str, Any]]:
+    """``group_split``, ``group_fold`` in the order of ``sample_ids`` (the manifest's), and the split's record."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as error:
+        raise VlmprobeError(f"Group split {str(path)!r} is missing or unreadable: {error}.", "re-run the workflow to rebuild it.") from error
+    if table.column("sample_id").to_pylist() != list(sample_ids):
+        raise VlmprobeError(
+            f"Group split {str(path)!r} lists other samples than its manifest.",
+            "delete it and re-run the workflow so it is rebuilt from the current manifest.",
+        )
+    info = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
+    return table.column("group_split").to_pylist(), table.column("group_fold").to_pylist(), info

@@ -44,6 +44,13 @@ pneumothorax  dark rim without lung markings at apex and side,   34 x 55        
 
 Findings are drawn independently, so the marginal prevalences are the table's and about 42 % of images
 are ``normal`` (IU-Xray: ~40 % normal, a long tail of rare findings).
+
+Patients (``images_per_patient: k``, default 1): consecutive runs of ``k`` images are one patient
+(``meta_patient``), re-exposed: the chest and findings of the run's first image; each further image
+moves the acquisition (position, scale, rotation, exposure, gamma, blur) 30 % of the way towards an
+independent draw and has new noise (:func:`patient_case`).
+Same-patient images are near-duplicates with the same labels: a known identity leak for group-aware
+splits (``group: meta_patient``).
 """
 
 from __future__ import annotations
@@ -324,6 +331,28 @@ def sample_case(
         if draw < rates[name]
     )
     return Case(index=index, image_size=image_size, anatomy=anatomy, findings=findings)
+
+
+_ACQUISITION_FIELDS = ("shift_u", "shift_v", "scale", "angle", "brightness", "contrast", "gamma", "blur_px", "noise_std")
+REPEAT_EXPOSURE_JITTER = 0.3
+"""How far a patient's further image moves its acquisition towards an independent draw (0: only new noise)."""
+
+
+def patient_case(
+    seed: int, index: int, image_size: int = 128, prevalence: Mapping[str, float] | None = None, images_per_patient: int = 1
+) -> Case:
+    """Image ``index`` when every ``images_per_patient`` consecutive images are one patient: the case of the
+    patient's first image, its acquisition jittered by image ``index``'s own draw (a repeat exposure)."""
+    first = index - index % images_per_patient
+    case = sample_case(seed, first, image_size, prevalence)
+    if index == first:
+        return case
+    fresh = _sample_anatomy(_rng(seed, index, _ANATOMY_STREAM))
+    own = case.anatomy
+    # a repeat exposure: acquisition moved a fraction of the way towards a fresh draw, new quantum noise
+    moved = {name: getattr(own, name) + REPEAT_EXPOSURE_JITTER * (getattr(fresh, name) - getattr(own, name)) for name in _ACQUISITION_FIELDS}
+    anatomy = replace(own, **moved, noise_seed=fresh.noise_seed)
+    return replace(case, index=index, anatomy=anatomy)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -627,12 +656,14 @@ def generate_synthetic_cxr(
     image_size: int = 128,
     seed: int = 0,
     prevalence: Mapping[str, float] | None = None,
+    images_per_patient: int = 1,
 ) -> list[dict]:
     """Write ``n_images`` PNGs (8-bit grayscale) into ``out_dir`` and return one record per image.
 
     Record: ``{"sample_id", "path" (absolute), "labels" (["normal"] or sorted finding names),
     "boxes": [{"label", "x0", "y0", "x1", "y1"}, ...]}`` in pixels, ``x1``/``y1`` exclusive.
     Re-running overwrites the images and removes ``scxr-*.png`` files a previous, larger run left behind.
+    With ``images_per_patient`` > 1 a record also has ``"patient"`` (see :func:`patient_case`).
     """
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
         raise VlmprobeError(f"synthetic-cxr n_images is {n_images!r}.", "give a positive whole number of images.")
@@ -640,6 +671,8 @@ def generate_synthetic_cxr(
         raise VlmprobeError(
             f"synthetic-cxr image_size is {image_size!r}.", f"give a whole number of pixels >= {MIN_IMAGE_SIZE}."
         )
+    if isinstance(images_per_patient, bool) or not isinstance(images_per_patient, int) or images_per_patient < 1:
+        raise VlmprobeError(f"synthetic-cxr images_per_patient is {images_per_patient!r}.", "give a whole number >= 1.")
     resolve_prevalence(prevalence)  # fail before writing anything
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -647,7 +680,7 @@ def generate_synthetic_cxr(
     records = []
     wanted = set()
     for index in range(n_images):
-        case = sample_case(seed, index, image_size, prevalence)
+        case = patient_case(seed, index, image_size, prevalence, images_per_patient)
         rendered = render_case(case)
         name = sample_id(index)
         path = out_dir / f"{name}.png"
@@ -659,6 +692,7 @@ def generate_synthetic_cxr(
                 "path": str(path),
                 "labels": case.labels,
                 "boxes": [box.as_record() for box in rendered.boxes],
+                **({"patient": f"p{index // images_per_patient:05d}"} if images_per_patient > 1 else {}),
             }
         )
     for stale in out_dir.iterdir():
@@ -671,7 +705,7 @@ def load_records(spec: Mapping, ctx) -> list:
     """Dataset kind ``synthetic-cxr``: generate the images into the dataset's data folder, one record each.
 
     Spec keys: ``n_images`` (default 600), ``image_size`` (default 128), ``prevalence`` (optional
-    overrides); the seed is the workflow's ``seed``.
+    overrides), ``images_per_patient`` (default 1); the seed is the workflow's ``seed``.
     """
     from vlmprobe.datasets.records import Box as RecordBox
     from vlmprobe.datasets.records import Record
@@ -682,6 +716,7 @@ def load_records(spec: Mapping, ctx) -> list:
         image_size=int(spec.get("image_size", 128)),
         seed=ctx.seed,
         prevalence=spec.get("prevalence"),
+        images_per_patient=int(spec.get("images_per_patient", 1)),
     )
     return [
         Record(
@@ -689,6 +724,7 @@ def load_records(spec: Mapping, ctx) -> list:
             path=item["path"],
             labels=tuple(item["labels"]),
             boxes=tuple(RecordBox(**box) for box in item["boxes"]),
+            meta={"patient": item["patient"]} if "patient" in item else {},
         )
         for item in generated
     ]

@@ -3,7 +3,10 @@
 Protocol (Takeda et al., 2025), as implemented here:
 
 * **Split.** The manifest's ``split`` column gives the 20 % test hold-out, its ``fold`` column the
-  5 stratified CV folds of the training rows. Nothing is re-split here.
+  5 stratified CV folds of the training rows. Nothing is re-split here. A dataset with a ``group:``
+  column (patient, slide, lesion) has a second, group-aware split (``group_split``/``group_fold``);
+  the protocol then runs on it too and :func:`with_group_level` adds its numbers and the gap
+  image-level − group-level (the share of the score that is identity leakage) to the result.
 * **Standardization.** Every fit z-scores its features with the mean and standard deviation
   (``ddof=0``, as ``StandardScaler``) of *its own training rows only*; the validation fold and the
   test rows are transformed with those statistics. Near-constant features keep scale 1, with
@@ -668,4 +671,32 @@ def run_linear_probe(
             "fold_models": [outcome["predictions"]["test"].tolist() for outcome in outcomes[:-1]],
             "final_model": final["predictions"]["test"].tolist(),
         },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Image-level vs group-level
+
+
+def with_group_level(result: dict[str, Any], group_result: dict[str, Any], group_info: dict[str, Any]) -> dict[str, Any]:
+    """``result`` (image-level split) plus ``group_level`` (the same protocol on the group-aware split)
+    and ``group_gap``: image-level minus group-level mean test score over the fold models, per metric.
+
+    A positive gap is what near-duplicates of a test image's patient / slide / lesion in the training
+    rows were worth: identity leakage, not diagnosis.
+    """
+    test_image, test_group = result["summary"]["test"], group_result["summary"]["test"]
+    return {
+        **result,
+        "group_level": {
+            "column": group_info.get("column"),
+            "n_groups": group_info.get("n_groups"),
+            "method": group_info.get("method"),
+            "n_train": group_result["n_train"],
+            "n_test": group_result["n_test"],
+            "folds": group_result["folds"],
+            "final": group_result["final"],
+            "summary": group_result["summary"],
+        },
+        "group_gap": {metric: test_image[metric]["mean"] - test_group[metric]["mean"] for metric in test_image},
     }
