@@ -7,6 +7,7 @@ rule linear_probe:
         embeddings=PATHS["embedding"],
     output:
         PATHS["linear_probe"],
+        predictions=PATHS["linear_probe_predictions"],
     log:
         log_path("linear_probe", "{dataset}/{model}"),
     benchmark:
