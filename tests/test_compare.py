@@ -169,8 +169,14 @@ def test_monte_carlo_permutation_matches_full_enumeration():
     discordant = np.flatnonzero((a != b).any(axis=1))
     assert discordant.size == 10
 
-    def macro(pred):
-        return np.mean([f1_score(labels, pred[:, k], average="macro", zero_division=0) for k in range(pred.shape[1])])
+    def macro(pred):  # mean over folds of macro F1 over the classes present (scikit-learn's, checked above), fast
+        scores = []
+        for k in range(pred.shape[1]):
+            f1 = [2 * np.sum((pred[:, k] == c) & (labels == c)) / (np.sum(pred[:, k] == c) + np.sum(labels == c)) for c in range(3) if np.any(pred[:, k] == c) or np.any(labels == c)]
+            scores.append(np.mean(f1))
+        return np.mean(scores)
+
+    assert macro(a) == pytest.approx(np.mean([f1_score(labels, a[:, k], average="macro") for k in range(2)]))
 
     observed = abs(macro(a) - macro(b))
     extreme = 0
@@ -224,3 +230,45 @@ def test_linear_probe_predictions_file_and_comparison(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(other))
     with pytest.raises(VlmprobeError, match="result file says"):
         compare_linear_probe_files(entries_, n_resamples=10, n_permutations=10)
+
+
+def test_multilabel_settings_compared_on_exact_match(tmp_path):
+    # planted: setting "good" matches the label set exactly on 70 % of samples, "bad" on a 40 % subset of those
+    import pyarrow as pa
+
+    from vlmprobe.compare import compare_multilabel_files
+    from vlmprobe.io import write_parquet
+    from vlmprobe.metrics import Predictions, write_predictions
+
+    rng = np.random.default_rng(10)
+    classes = ["a", "b", "c", "d"]
+    n_train, n = 50, 200
+    truth = rng.uniform(size=(n, 4)) < 0.35
+    truth[~truth.any(axis=1), 0] = True
+    ids = [f"s{i:03d}" for i in range(n_train + n)]
+    labels = [["a"]] * n_train + [[c for c, on in zip(classes, row) if on] for row in truth]
+    manifest = pa.table({"sample_id": ids, "labels": labels, "split": ["train"] * n_train + ["test"] * n})
+    manifest = manifest.replace_schema_metadata({b"vlmprobe": json.dumps({"classes": classes, "multilabel": True})})
+    write_parquet(tmp_path / "m.parquet", manifest)
+    u = rng.uniform(size=n)
+    entries_ = []
+    for setting, rate in (("good", 0.7), ("bad", 0.4), ("same", 0.4)):
+        flip = rng.integers(0, 4, size=n)
+        predicted = truth.copy()
+        wrong = u >= rate
+        predicted[wrong, flip[wrong]] ^= True  # exactly one wrong label where the setting misses
+        if setting == "same":
+            predicted = previous
+        previous = predicted
+        path = tmp_path / f"{setting}.parquet"
+        write_predictions(path, Predictions(ids[n_train:], predicted.astype(float), predicted, classes, {"setting": setting}))
+        entries_.append({"dataset": "ml", "model": "m", "setting": setting, "predictions": str(path)})
+    table = compare_multilabel_files(entries_, {"ml": str(tmp_path / "m.parquet")}, n_resamples=500, n_permutations=1000, seed=1)
+    assert table.height == 9 and set(table["family_size"]) == {3}
+    exact = {(row["a"], row["b"]): row for row in table.filter(table["metric"] == "exact_match").iter_rows(named=True)}
+    real = exact[("m/good", "m/bad")]
+    assert real["difference"] == pytest.approx(np.mean(u < 0.7) - np.mean(u < 0.4))
+    assert real["low"] <= 0.3 <= real["high"] and real["significant"] and real["test"] == "exact McNemar"
+    assert real["p_value"] == pytest.approx(binomtest(real["a_better"], real["a_better"] + real["b_better"]).pvalue)
+    same = exact[("m/bad", "m/same")] if ("m/bad", "m/same") in exact else exact[("m/same", "m/bad")]
+    assert (same["difference"], same["low"], same["high"], same["p_value"]) == (0.0, 0.0, 0.0, 1.0)
