@@ -484,7 +484,7 @@ def verdict(row: dict[str, Any]) -> str:
     if row["significant"]:
         return f"real: {row['a']} > {row['b']}"
     if row["n_discordant"] == 0:
-        return "identical predictions"
+        return "no sample differs"
     return "not significant"
 
 
@@ -506,7 +506,7 @@ def table_rows(table) -> tuple[list[str], list[list[str]]]:
 def note(confidence: float, alpha: float, what: str) -> str:
     return (
         f"{what} Pairs oriented so that a has the higher value; a − b in percentage points with its paired-bootstrap "
-        f"{confidence:.0%} interval (the test samples resampled jointly for both). p: exact McNemar / sign-flip test "
+        f"{confidence:.0%} interval (the test samples resampled jointly for both; not adjusted for multiplicity). p: exact McNemar / sign-flip test "
         "(accuracy, exact match) or Monte Carlo paired permutation test (F1). Holm-corrected over every pair of a "
         f"dataset, per metric; real = Holm p < {alpha:g} (* < {alpha:g}, ** < {alpha / 5:g}, *** < {alpha / 50:g})."
     )
@@ -545,7 +545,8 @@ def matrix_figure(table, title: str):
             cells = []
             for row in part.iter_rows(named=True):
                 for first, second, sign in ((row["a"], row["b"], 1), (row["b"], row["a"], -1)):
-                    cells.append({"row": first, "column": second, "difference": sign * row["difference"] * 100, "text": f"{sign * row['difference'] * 100:+.1f}{row['stars']}"})
+                    points = sign * row["difference"] * 100 + 0.0  # + 0.0: no "-0.0"
+                    cells.append({"row": first, "column": second, "difference": points, "text": (f"{points:+.1f}" if points else "0.0") + row["stars"]})
             long = pl.DataFrame(cells)
             limit = max(float(long["difference"].abs().max()), 1e-6)
             metric_heatmap(
