@@ -32,6 +32,7 @@ include: "workflow/rules/umap.smk"
 include: "workflow/rules/multilabel.smk"
 include: "workflow/rules/heatmap.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/compare.smk"
 
 
 rule all:

@@ -2,6 +2,7 @@
 
 from vlmprobe.datasets.manifest import read_group_split
 from vlmprobe.io import write_json
+from vlmprobe.predictions import from_probe_result, write_probe_predictions
 from vlmprobe.probes.linear import run_linear_probe, with_group_level
 from vlmprobe.runner import run_script
 from vlmprobe.store import aligned
@@ -28,13 +29,18 @@ def main(smk):
             labels=[labels[0] for labels in manifest["labels"].to_list()],
             split=group_split,
             fold=group_fold,
-            positive_label=smk.params.positive_label,
+            positive_label=rule.get("positive_label"),
+            fscore=rule.get("fscore"),
             n_jobs=smk.threads,
             seed=manifest_meta["seed"],
         )
         result = with_group_level(result, group_result, group_info)
     result.update(dataset=smk.wildcards.dataset, model=smk.wildcards.model, embed_dim=int(matrix.shape[1]))
     write_json(smk.output[0], result)
+    # per-sample test predictions of every fold model, for the paired comparisons (vlmprobe.compare)
+    meta = {"dataset": smk.wildcards.dataset, "model": smk.wildcards.model, "protocol": result["protocol"]["name"], "seed": manifest_meta["seed"]}
+    labels = [labels[0] for labels in manifest["labels"].to_list()]
+    write_probe_predictions(smk.output.predictions, from_probe_result(result, manifest["sample_id"].to_list(), labels, meta))
 
 
 run_script(main, snakemake)  # noqa: F821 - injected by Snakemake

@@ -55,6 +55,14 @@ def test_every_output_exists_and_is_sound(finished_run):
     markdown = (results / "summary" / "linear_probe.md").read_text()
     assert "± " in markdown and "alpha" in markdown
     assert (results / "summary" / "linear_probe_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # paired comparisons: one pair (pixels, vit) per dataset and metric, from each probe's per-sample predictions
+    for dataset in ("alpha", "beta"):
+        predictions = pl.read_parquet(results / "linear_probe" / dataset / "vit.predictions.parquet")
+        assert predictions.columns == ["sample_id", "label"] + [f"fold_{k}" for k in range(5)] + ["final"]
+    compare = pl.read_parquet(results / "summary" / "compare_linear_probe.parquet")
+    assert compare.height == 4 and set(compare["family_size"]) == {1}
+    assert (compare["difference"] >= 0).all() and (compare["low"] <= compare["high"]).all()
+    assert (results / "summary" / "compare_linear_probe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert planned_outputs(finished_run) == set()  # nothing left to do
 
 

@@ -17,6 +17,7 @@ PATHS = {
     "model_check": "results/checks/models/{model}.json",
     "embedding": "results/embeddings/{dataset}/{model}.parquet",
     "linear_probe": "results/linear_probe/{dataset}/{model}.json",
+    "linear_probe_predictions": "results/linear_probe/{dataset}/{model}.predictions.parquet",
     "summary_linear_probe": "results/summary/linear_probe.parquet",
     "summary_linear_probe_csv": "results/summary/linear_probe.csv",
     "summary_linear_probe_md": "results/summary/linear_probe.md",

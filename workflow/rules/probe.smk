@@ -8,6 +8,7 @@ rule linear_probe:
         groups=group_split_input,
     output:
         PATHS["linear_probe"],
+        predictions=PATHS["linear_probe_predictions"],
     log:
         log_path("linear_probe", "{dataset}/{model}"),
     benchmark:

@@ -1,0 +1,110 @@
+"""Per-sample test predictions of the linear probe (the poster's protocol), for paired comparisons.
+
+``results/linear_probe/{dataset}/{model}.predictions.parquet`` sits beside the probe's JSON and holds
+one row per test sample, in manifest order:
+
+* ``sample_id``;
+* ``label``: the true class;
+* ``fold_0`` ... ``fold_{k-1}``: the class predicted by each of the k fold models (each trained on the
+  other k-1 CV folds of the training rows, the models whose test scores the poster's "mean ± std" is
+  over);
+* ``final``: the class predicted by the model fitted on all training rows.
+
+The schema metadata (key ``vlmprobe``) holds ``classes`` (sorted, the probe's order), ``n_folds`` and
+what the writer adds (dataset, model, protocol, seed). Classes are stored as their names, so a file
+reads without the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlmprobe.errors import VlmprobeError
+
+METADATA_KEY = b"vlmprobe"
+
+
+@dataclass
+class ProbePredictions:
+    """Class indices (into ``classes``): ``labels`` (n,), ``folds`` (n, k), ``final`` (n,)."""
+
+    sample_ids: list[str]
+    labels: np.ndarray
+    folds: np.ndarray
+    final: np.ndarray
+    classes: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_folds(self) -> int:
+        return int(self.folds.shape[1])
+
+
+def from_probe_result(result: dict[str, Any], sample_ids: list[str], labels: list[str], metadata: dict[str, Any] | None = None) -> ProbePredictions:
+    """The test predictions of a :func:`vlmprobe.probes.linear.run_linear_probe` result.
+
+    ``sample_ids`` and ``labels`` are the manifest's, in the row order the probe was given.
+    """
+    classes = list(result["classes"])
+    rows = np.asarray(result["predictions"]["test_rows"], dtype=np.int64)
+    index = {name: i for i, name in enumerate(classes)}
+    return ProbePredictions(
+        sample_ids=[sample_ids[int(row)] for row in rows],
+        labels=np.asarray([index[str(labels[int(row)])] for row in rows], dtype=np.int64),
+        folds=np.asarray(result["predictions"]["fold_models"], dtype=np.int64).T.reshape(rows.size, -1),
+        final=np.asarray(result["predictions"]["final_model"], dtype=np.int64),
+        classes=classes,
+        metadata=dict(metadata or {}),
+    )
+
+
+def write_probe_predictions(path: str | Path, predictions: ProbePredictions) -> None:
+    import pyarrow as pa
+
+    from vlmprobe.io import write_parquet
+
+    names = np.asarray(predictions.classes, dtype=object)
+    columns: dict[str, Any] = {
+        "sample_id": pa.array(predictions.sample_ids, pa.string()),
+        "label": pa.array(names[predictions.labels].tolist(), pa.string()),
+    }
+    for k in range(predictions.n_folds):
+        columns[f"fold_{k}"] = pa.array(names[predictions.folds[:, k]].tolist(), pa.string())
+    columns["final"] = pa.array(names[predictions.final].tolist(), pa.string())
+    metadata = {**predictions.metadata, "classes": list(predictions.classes), "n_folds": predictions.n_folds}
+    table = pa.table(columns).replace_schema_metadata({METADATA_KEY: json.dumps(metadata, sort_keys=True, default=str)})
+    write_parquet(path, table)
+
+
+def read_probe_predictions(path: str | Path) -> ProbePredictions:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as error:
+        raise VlmprobeError(f"Linear-probe predictions {str(path)!r} are missing or unreadable: {error}.", "delete the file and re-run the workflow.") from error
+    metadata = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
+    classes = list(metadata.get("classes", []))
+    n_folds = int(metadata.get("n_folds", 0))
+    index = {name: i for i, name in enumerate(classes)}
+
+    def indices(column: str) -> np.ndarray:
+        try:
+            return np.asarray([index[value] for value in table.column(column).to_pylist()], dtype=np.int64)
+        except KeyError as error:
+            raise VlmprobeError(f"Linear-probe predictions {str(path)!r}: column {column!r} holds a class not in its metadata.", "delete the file and re-run the workflow.") from error
+
+    return ProbePredictions(
+        sample_ids=table.column("sample_id").to_pylist(),
+        labels=indices("label"),
+        folds=np.stack([indices(f"fold_{k}") for k in range(n_folds)], axis=1) if n_folds else np.zeros((table.num_rows, 0), np.int64),
+        final=indices("final"),
+        classes=classes,
+        metadata=metadata,
+    )
