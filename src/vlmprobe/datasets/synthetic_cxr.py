@@ -44,6 +44,14 @@ pneumothorax  dark rim without lung markings at apex and side,   34 x 55        
 
 Findings are drawn independently, so the marginal prevalences are the table's and about 42 % of images
 are ``normal`` (IU-Xray: ~40 % normal, a long tail of rare findings).
+
+Shortcut (optional, ``shortcut: {finding, rate}``): a burned-in text marker - a small bright two-letter
+glyph patch in the top-left corner, as laterality / department stamps are burned into real radiographs -
+drawn onto the finished 8-bit image of some cases. An image with ``finding`` carries it with probability
+``rate``, an image without it with probability ``1 - rate`` (the *agreement rate*: 0.5 = independent of the
+finding, 1 = marker exactly when the finding is present, 0 = exactly when it is absent). The draw comes from
+the image's own stream, so the anatomy and findings are the same with or without a shortcut, and the marker
+is recorded as ``meta_marker`` (``yes``/``no``): a known-truth nuisance for the nuisance stage.
 """
 
 from __future__ import annotations
@@ -78,7 +86,9 @@ MIN_IMAGE_SIZE = 32
 BOX_MASK_THRESHOLD = 0.05
 
 # Streams of one image's SeedSequence (spawn_key=(index, purpose)); findings use _FINDING_STREAM + k.
-_LABEL_STREAM, _ANATOMY_STREAM, _NOISE_STREAM, _FINDING_STREAM = 0, 1, 2, 10
+_LABEL_STREAM, _ANATOMY_STREAM, _NOISE_STREAM, _MARKER_STREAM, _FINDING_STREAM = 0, 1, 2, 3, 10
+
+MARKER_META = "marker"  # the meta key (manifest column meta_marker) of the burned-in shortcut marker
 
 _SIDES = (-1, 1)  # -1: lung on the image's left (patient's right), +1: image right (patient's left)
 
@@ -158,6 +168,7 @@ class Case:
     image_size: int
     anatomy: Anatomy
     findings: tuple[Finding, ...]
+    marker: bool = False  # the burned-in shortcut marker (see the module docstring)
 
     @property
     def labels(self) -> list[str]:
@@ -212,6 +223,36 @@ def resolve_prevalence(prevalence: Mapping[str, float] | None) -> dict[str, floa
             )
         resolved[name] = value
     return resolved
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """A burned-in marker that agrees with ``finding`` (present / absent) with probability ``rate``."""
+
+    finding: str
+    rate: float
+
+    def marker_probability(self, has_finding: bool) -> float:
+        return self.rate if has_finding else 1.0 - self.rate
+
+
+def resolve_shortcut(shortcut: Mapping | None) -> Shortcut | None:
+    """``{finding, rate}`` from the config (None: no marker), checked."""
+    if shortcut is None:
+        return None
+    if not isinstance(shortcut, Mapping) or set(shortcut) - {"finding", "rate"} or "finding" not in shortcut:
+        raise VlmprobeError(
+            f"synthetic-cxr shortcut is {shortcut!r}.",
+            f"give `shortcut: {{finding: <one of {', '.join(FINDINGS)}>, rate: <agreement probability>}}`.",
+        )
+    if shortcut["finding"] not in FINDINGS:
+        raise VlmprobeError(
+            f"synthetic-cxr shortcut finding {shortcut['finding']!r} is not a finding.", f"use one of {', '.join(FINDINGS)}."
+        )
+    rate = shortcut.get("rate", 0.9)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+        raise VlmprobeError(f"synthetic-cxr shortcut rate is {rate!r}.", "give a probability between 0 and 1.")
+    return Shortcut(finding=str(shortcut["finding"]), rate=float(rate))
 
 
 def _sample_anatomy(rng: np.random.Generator) -> Anatomy:
@@ -308,9 +349,13 @@ def _sample_finding(label: str, rng: np.random.Generator, anatomy: Anatomy) -> F
 
 
 def sample_case(
-    seed: int, index: int, image_size: int = 128, prevalence: Mapping[str, float] | None = None
+    seed: int,
+    index: int,
+    image_size: int = 128,
+    prevalence: Mapping[str, float] | None = None,
+    shortcut: Mapping | Shortcut | None = None,
 ) -> Case:
-    """Draw image ``index`` of the data set ``seed``: anatomy, findings present, their geometry.
+    """Draw image ``index`` of the data set ``seed``: anatomy, findings present, their geometry, the marker.
 
     Nothing drawn depends on ``image_size``: the same case rendered at 64 and 128 px shows the same chest.
     """
@@ -323,7 +368,12 @@ def sample_case(
         for k, (name, draw) in enumerate(zip(FINDINGS, draws, strict=True))
         if draw < rates[name]
     )
-    return Case(index=index, image_size=image_size, anatomy=anatomy, findings=findings)
+    marker = False
+    rule = shortcut if isinstance(shortcut, Shortcut) else resolve_shortcut(shortcut)
+    if rule is not None:
+        has_finding = any(finding.label == rule.finding for finding in findings)
+        marker = bool(_rng(seed, index, _MARKER_STREAM).random() < rule.marker_probability(has_finding))
+    return Case(index=index, image_size=image_size, anatomy=anatomy, findings=findings, marker=marker)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -596,9 +646,40 @@ def render_case(case: Case, findings: Sequence[Finding] | None = None) -> Render
     image = ndimage.gaussian_filter(image, sigma=a.blur_px * case.image_size / 128, mode="nearest")
     image += a.noise_std * np.random.default_rng(a.noise_seed).standard_normal(image.shape, dtype=np.float32)
     pixels = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if case.marker:
+        burn_marker(pixels)
 
     boxes = tuple(_box_of(label, masks[label]) for label in FINDINGS if label in masks)
     return Rendered(image=pixels, boxes=boxes)
+
+
+# A 5 x 7 bitmap of "RT" (a burned-in laterality stamp); 1 = bright.
+_MARKER_GLYPHS = (
+    "11110 11111",
+    "10001 00100",
+    "10001 00100",
+    "11110 00100",
+    "10100 00100",
+    "10010 00100",
+    "10001 00100",
+)
+
+
+def marker_region(image_size: int) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` (exclusive) of the marker's pixels in an image of ``image_size``."""
+    scale = max(1, image_size // 64)
+    margin = max(1, image_size // 32)
+    return margin, margin, margin + scale * len(_MARKER_GLYPHS[0]), margin + scale * len(_MARKER_GLYPHS)
+
+
+def burn_marker(pixels: np.ndarray) -> None:
+    """Burn the marker into the top-left corner of an 8-bit image, in place (bright text, value 250)."""
+    x0, y0, x1, y1 = marker_region(pixels.shape[0])
+    scale = max(1, pixels.shape[0] // 64)
+    glyph = np.array([[ch == "1" for ch in row] for row in _MARKER_GLYPHS], dtype=bool)
+    patch = np.kron(glyph, np.ones((scale, scale), dtype=bool))
+    region = pixels[y0:y1, x0:x1]
+    region[patch] = 250
 
 
 def _box_of(label: str, mask: np.ndarray) -> Box:
@@ -627,11 +708,13 @@ def generate_synthetic_cxr(
     image_size: int = 128,
     seed: int = 0,
     prevalence: Mapping[str, float] | None = None,
+    shortcut: Mapping | None = None,
 ) -> list[dict]:
     """Write ``n_images`` PNGs (8-bit grayscale) into ``out_dir`` and return one record per image.
 
     Record: ``{"sample_id", "path" (absolute), "labels" (["normal"] or sorted finding names),
-    "boxes": [{"label", "x0", "y0", "x1", "y1"}, ...]}`` in pixels, ``x1``/``y1`` exclusive.
+    "boxes": [{"label", "x0", "y0", "x1", "y1"}, ...]}`` in pixels, ``x1``/``y1`` exclusive; with a
+    ``shortcut`` also ``"meta": {"marker": "yes" | "no"}``.
     Re-running overwrites the images and removes ``scxr-*.png`` files a previous, larger run left behind.
     """
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
@@ -641,26 +724,28 @@ def generate_synthetic_cxr(
             f"synthetic-cxr image_size is {image_size!r}.", f"give a whole number of pixels >= {MIN_IMAGE_SIZE}."
         )
     resolve_prevalence(prevalence)  # fail before writing anything
+    rule = resolve_shortcut(shortcut)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
 
     records = []
     wanted = set()
     for index in range(n_images):
-        case = sample_case(seed, index, image_size, prevalence)
+        case = sample_case(seed, index, image_size, prevalence, rule)
         rendered = render_case(case)
         name = sample_id(index)
         path = out_dir / f"{name}.png"
         wanted.add(path.name)
         Image.fromarray(rendered.image).save(path, format="PNG")
-        records.append(
-            {
-                "sample_id": name,
-                "path": str(path),
-                "labels": case.labels,
-                "boxes": [box.as_record() for box in rendered.boxes],
-            }
-        )
+        record = {
+            "sample_id": name,
+            "path": str(path),
+            "labels": case.labels,
+            "boxes": [box.as_record() for box in rendered.boxes],
+        }
+        if rule is not None:
+            record["meta"] = {MARKER_META: "yes" if case.marker else "no"}
+        records.append(record)
     for stale in out_dir.iterdir():
         if _FILE_PATTERN.match(stale.name) and stale.name not in wanted:
             stale.unlink()
@@ -671,7 +756,7 @@ def load_records(spec: Mapping, ctx) -> list:
     """Dataset kind ``synthetic-cxr``: generate the images into the dataset's data folder, one record each.
 
     Spec keys: ``n_images`` (default 600), ``image_size`` (default 128), ``prevalence`` (optional
-    overrides); the seed is the workflow's ``seed``.
+    overrides), ``shortcut`` (optional burned-in marker, ``meta_marker``); the seed is the workflow's ``seed``.
     """
     from vlmprobe.datasets.records import Box as RecordBox
     from vlmprobe.datasets.records import Record
@@ -682,6 +767,7 @@ def load_records(spec: Mapping, ctx) -> list:
         image_size=int(spec.get("image_size", 128)),
         seed=ctx.seed,
         prevalence=spec.get("prevalence"),
+        shortcut=spec.get("shortcut"),
     )
     return [
         Record(
@@ -689,6 +775,7 @@ def load_records(spec: Mapping, ctx) -> list:
             path=item["path"],
             labels=tuple(item["labels"]),
             boxes=tuple(RecordBox(**box) for box in item["boxes"]),
+            meta=dict(item.get("meta", {})),
         )
         for item in generated
     ]
