@@ -168,7 +168,7 @@ def test_multilabel_targets_one_per_label_and_the_joint_coding():
 # -- synthetic-cxr's shortcut marker ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rate", [0.0, 0.3, 0.8, 1.0])
+@pytest.mark.parametrize("rate", [0.0, 0.8, 1.0])
 def test_marker_agrees_with_the_finding_at_the_configured_rate(rate):
     cases = [sample_case(5, i, 64, shortcut={"finding": "effusion", "rate": rate}) for i in range(1500)]
     agree = np.mean([c.marker == any(f.label == "effusion" for f in c.findings) for c in cases])

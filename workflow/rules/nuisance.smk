@@ -26,7 +26,10 @@ NUISANCES = {
     if NUISANCE["enabled"] and config["datasets"][d].get("nuisances")
 }
 for _dataset in DATASETS:
-    if "shortcut" in config["datasets"][_dataset] and config["datasets"][_dataset]["kind"] != "synthetic-cxr":
+    if (
+        "shortcut" in config["datasets"][_dataset]
+        and config["datasets"][_dataset]["kind"] != "synthetic-cxr"
+    ):
         raise VlmprobeError(
             f"`datasets: {_dataset}: shortcut` is set, but only kind synthetic-cxr draws a shortcut marker.",
             "remove the key (a real dataset's nuisances go in `nuisances:`).",
@@ -90,7 +93,9 @@ rule shortcut_curve:
         runtime=cpu_runtime_min,
     params:
         spec=model_spec,
-        finding=lambda wildcards: config["datasets"][wildcards.dataset]["shortcut"]["finding"],
+        finding=lambda wildcards: config["datasets"][wildcards.dataset]["shortcut"][
+            "finding"
+        ],
         rates=NUISANCE["shortcut_curve"]["rates"],
         repeats=NUISANCE["shortcut_curve"]["repeats"],
     script:
@@ -108,7 +113,11 @@ rule nuisance_umap:
             caption="../report/nuisance_umap.rst",
             category="Nuisance",
             subcategory="{dataset}",
-            labels={"dataset": "{dataset}", "model": "{model}", "coloured by": "{nuisance}"},
+            labels={
+                "dataset": "{dataset}",
+                "model": "{model}",
+                "coloured by": "{nuisance}",
+            },
         ),
     log:
         log_path("nuisance_umap", "{dataset}/{model}_{nuisance}"),
