@@ -108,7 +108,8 @@ def nuisance_grid(table: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def nuisance_figure(table: pl.DataFrame):
-    """Two heatmaps per dataset (models down, targets across): balanced accuracy with its chance, and R²."""
+    """Two heatmaps per dataset, one above the other (models down, targets across): balanced accuracy with its
+    chance level, and R²."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -119,14 +120,15 @@ def nuisance_figure(table: pl.DataFrame):
     datasets = table["dataset"].unique(maintain_order=True).to_list()
     widths = [table.filter(pl.col("dataset") == d)["target"].n_unique() for d in datasets]
     n_models = table["model"].n_unique()
-    figure, axes = plt.subplots(
-        len(datasets), 2, squeeze=False, layout="constrained",
-        figsize=(min(4.0 + 2.2 * max(widths), 40), min(1.5 + (0.5 * n_models + 1.2) * len(datasets), 40)),
+    figure, grid = plt.subplots(
+        2 * len(datasets), 1, squeeze=False, layout="constrained",
+        figsize=(min(4.0 + 1.3 * max(widths), 40), min(1.0 + 2 * (0.55 * n_models + 1.6) * len(datasets), 60)),
     )  # fmt: skip
+    axes = grid.reshape(len(datasets), 2)
     for i, dataset in enumerate(datasets):
         part = table.filter(pl.col("dataset") == dataset).with_columns(
             pl.format(
-                "{}% (chance {}%)",
+                "{}%\n(chance {}%)",
                 (pl.col("balanced_accuracy") * 100).round(0).cast(pl.Int64),
                 (pl.col("balanced_chance") * 100).round(0).cast(pl.Int64),
             ).alias("accuracy_text")
