@@ -3,6 +3,8 @@ rate in synthetic-cxr and the direction of the shortcut-sensitivity curve."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -298,3 +300,47 @@ def test_umap_grid_redrawn_coloured_by_a_nuisance(tmp_path, image_folder):
     rescored = rescored_silhouette(grid, codes)
     assert rescored["silhouette"][0] > 0.9 and rescored["silhouette"][1] < 0.2
     assert rescored["trustworthiness"].to_list() == [0.9, 0.8]
+
+
+# -- the stage in the workflow ----------------------------------------------------------------------------
+
+
+@pytest.mark.workflow
+def test_nuisance_stage_in_the_workflow(tmp_path):
+    """synthetic-cxr with an independent marker (rate 0.5), raw pixels: the probe reads the marker, the UMAP grid
+    is redrawn by it, and the curve fans out."""
+    from conftest import PIXELS
+    from workflow_helpers import planned_outputs, snakemake, tiny_config
+
+    datasets = {
+        "scxr": {
+            "kind": "synthetic-cxr", "n_images": 200, "image_size": 32,
+            "shortcut": {"finding": "opacity", "rate": 0.5}, "nuisances": ["meta_marker"],
+        }
+    }  # fmt: skip
+    tiny_config(
+        tmp_path, datasets, {"pixels": PIXELS},
+        umap={"n_neighbors": [10], "min_dist": [0.5]}, multilabel={"enabled": False}, heatmaps={"enabled": False},
+        nuisance={"n_permutations": 5, "shortcut_curve": {"rates": [0.5, 1.0], "repeats": 2}},
+    )  # fmt: skip
+    snakemake(tmp_path)
+    results = tmp_path / "results"
+    table = pl.read_parquet(results / "summary" / "nuisance.parquet")
+    marker = table.filter(pl.col("target") == "meta_marker").row(0, named=True)
+    assert marker["balanced_accuracy"] > 0.9 and marker["balanced_chance"] == 0.5
+    assert set(table["target"]) >= {"diagnosis", "diagnosis:opacity", "meta_marker"}
+    assert (results / "nuisance" / "scxr" / "pixels_umap_meta_marker.png").read_bytes()[:8] == PNG
+    curve = pl.read_parquet(results / "summary" / "shortcut_curve.parquet").sort("train_agreement")
+    assert curve["reversed_mean"][1] < 0.5 < curve["same_mean"][1]
+    for name in ("nuisance.md", "nuisance.html", "nuisance.png", "shortcut_curve.md", "shortcut_curve.png"):
+        assert (results / "summary" / name).stat().st_size > 0
+    assert planned_outputs(tmp_path) == set()
+    # the HTML report has a Nuisance category: the summary table, both figures and the UMAP grid by the marker
+    import json
+    import re
+
+    snakemake(tmp_path, "--report", str(tmp_path / "report.html"))
+    html = (tmp_path / "report.html").read_text()
+    categories = json.loads(re.search(r"var categories = (\{.*?\});\s*</script>", html, flags=re.DOTALL).group(1))
+    entries = [Path(path).name for paths in categories["Nuisance"].values() for path in paths]
+    assert {"nuisance.html", "nuisance.png", "shortcut_curve.png", "pixels_umap_meta_marker.png"} <= set(entries), entries
