@@ -131,6 +131,7 @@ def test_takeda_datasets_build_manifests_from_their_real_layouts(workdir, datase
     if spec.get("positive_label"):
         assert spec["positive_label"] in provenance["classes"]
     assert set(table.column("split").to_pylist()) == {"train", "test"}
+    assert set(spec.get("nuisances", [])) <= set(table.column_names)  # every declared nuisance is a manifest column
 
 
 def test_sadman_dataset_builds_a_multilabel_manifest_with_statistics(workdir):
