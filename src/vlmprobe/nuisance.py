@@ -332,7 +332,7 @@ def nuisance_probe(
     classes: Sequence[str],
     multilabel: bool,
     nuisances: Sequence[str],
-    n_permutations: int = 10,
+    n_permutations: int = 20,
     seed: int = 0,
     dataset: str = "",
 ) -> dict[str, Any]:
