@@ -31,6 +31,7 @@ include: "workflow/rules/probe.smk"
 include: "workflow/rules/umap.smk"
 include: "workflow/rules/multilabel.smk"
 include: "workflow/rules/heatmap.smk"
+include: "workflow/rules/nuisance.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/compare.smk"
 

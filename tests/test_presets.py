@@ -132,6 +132,7 @@ def test_takeda_datasets_build_manifests_from_their_real_layouts(workdir, datase
     if spec.get("positive_label"):
         assert spec["positive_label"] in provenance["classes"]
     assert set(table.column("split").to_pylist()) == {"train", "test"}
+    assert set(spec.get("nuisances", [])) <= set(table.column_names)  # every declared nuisance is a manifest column
     if spec.get("group"):  # the preset names the identity column: a patient / lesion-aware split beside the image-level one
         make_group_split(out, spec["group"], out.with_suffix(".groups.parquet"))
         frame = pl.from_arrow(table).join(pl.read_parquet(out.with_suffix(".groups.parquet")), on="sample_id")

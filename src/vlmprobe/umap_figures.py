@@ -111,8 +111,19 @@ def _legend(fig: Figure, names: Sequence[str], colours: np.ndarray, title: str |
     fig.legend(handles=handles, loc="center right", title=title, ncol=ncol, frameon=False, fontsize=8, title_fontsize=9)
 
 
-def plot_grid(result: Any, labels_for_colour: Sequence[str], title: str, *, order: Sequence[str] | None = None, legend_title: str | None = "class", seed: int = 0) -> Figure:
-    """Rows = n_neighbors, columns = min_dist, of a :class:`vlmprobe.umap_grid.GridResult`."""
+def plot_grid(
+    result: Any,
+    labels_for_colour: Sequence[str],
+    title: str,
+    *,
+    order: Sequence[str] | None = None,
+    legend_title: str | None = "class",
+    seed: int = 0,
+    silhouette_of: str = "the classes",
+) -> Figure:
+    """Rows = n_neighbors, columns = min_dist, of a :class:`vlmprobe.umap_grid.GridResult`.
+
+    ``silhouette_of`` names what the quality table's silhouette column scores (for the footnote)."""
     labels = [str(label) for label in labels_for_colour]
     if len(labels) != result.n_samples:
         raise ValueError(f"{len(labels)} colour labels for {result.n_samples} points")
@@ -145,7 +156,7 @@ def plot_grid(result: Any, labels_for_colour: Sequence[str], title: str, *, orde
     fig.text(
         0.01, 0.003,
         f"T: trustworthiness ({params.get('trust_n_neighbors', '?')} neighbours, {params.get('trust_subsample', '?')} points); "
-        f"S: silhouette of the classes on the 2-D layout. UMAP metric={params.get('metric', 'cosine')}, seed={params.get('seed', '?')}.",
+        f"S: silhouette of {silhouette_of} on the 2-D layout. UMAP metric={params.get('metric', 'cosine')}, seed={params.get('seed', '?')}.",
         fontsize=7, va="bottom", ha="left", color="0.3",
     )
     fig.tight_layout(rect=(0, 0.015, 1 - legend_width / fig.get_figwidth(), 0.98))

@@ -879,3 +879,23 @@ def read_cell(coords_path: str | os.PathLike[str], n_neighbors: int, min_dist: f
     m = ms[_position(ms, min_dist, "min_dist")]
     cell = frame.filter((pl.col("n_neighbors") == k) & (pl.col("min_dist") == m))
     return cell["sample_id"].to_list(), cell.select("x", "y").to_numpy()
+
+
+def read_grid(coords_path: str | os.PathLike[str], quality_path: str | os.PathLike[str]) -> tuple[list[str], GridResult]:
+    """``(sample_ids, GridResult)`` of a written grid (the inverse of :func:`write_grid`), to redraw it."""
+    import polars as pl
+
+    frame = pl.read_parquet(coords_path).sort("n_neighbors", "min_dist", maintain_order=True)
+    ks = sorted(frame["n_neighbors"].unique().to_list())
+    ms = sorted(frame["min_dist"].unique().to_list())
+    first = frame.filter((pl.col("n_neighbors") == ks[0]) & (pl.col("min_dist") == ms[0]))
+    ids = first["sample_id"].to_list()
+    coords = np.empty((len(ks), len(ms), len(ids), 2))
+    for i, k in enumerate(ks):
+        for j, m in enumerate(ms):
+            cell = frame.filter((pl.col("n_neighbors") == k) & (pl.col("min_dist") == m))
+            if cell["sample_id"].to_list() != ids:
+                raise VlmprobeError(f"UMAP grid {str(coords_path)!r} has cells with different samples.", "delete it and re-run the workflow.")
+            coords[i, j] = cell.select("x", "y").to_numpy()
+    params = read_grid_metadata(coords_path)
+    return ids, GridResult(ks, ms, coords, pl.read_parquet(quality_path), [], params)

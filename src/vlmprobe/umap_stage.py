@@ -93,3 +93,46 @@ def dataset_summary(
         row = frame.filter((pl.col("n_neighbors") == k) & (pl.col("min_dist") == m)).row(0, named=True)
         quality[model] = (row["trustworthiness"], row["silhouette"])
     save_figure(figure_path, plot_models_at_cell(per_model, n_neighbors, min_dist, title, quality=quality, seed=seed))
+
+
+def nuisance_grid_figure(
+    manifest_path: str | Path,
+    coords_path: str | Path,
+    quality_path: str | Path,
+    figure_path: str | Path,
+    column: str,
+    title: str,
+    seed: int = 0,
+) -> None:
+    """A written grid redrawn with its points coloured by the manifest column ``column`` (a ``meta_*``
+    nuisance; missing values as ``missing``). Each panel's S is the silhouette of the nuisance's values (rows
+    without one left out) on that layout; T stays the grid's trustworthiness."""
+    from vlmprobe.datasets.manifest import read_manifest
+    from vlmprobe.errors import VlmprobeError
+    from vlmprobe.umap_figures import plot_grid
+    from vlmprobe.umap_grid import read_grid
+
+    table, _ = read_manifest(manifest_path)
+    manifest = pl.from_arrow(table)
+    if column not in manifest.columns:
+        raise VlmprobeError(
+            f"Manifest {str(manifest_path)!r} has no column {column!r} to colour the UMAP grid by.",
+            f"name one of its columns ({', '.join(c for c in manifest.columns if c.startswith('meta_'))}) under the dataset's `nuisances`.",
+        )
+    values = dict(zip(manifest["sample_id"].to_list(), manifest[column].to_list()))
+    ids, result = read_grid(coords_path, quality_path)
+    colours = ["missing" if values.get(i) in (None, "") else str(values[i]) for i in ids]
+    names = sorted({c for i, c in zip(ids, colours) if values.get(i) not in (None, "")})
+    codes = np.array([names.index(c) if values.get(i) not in (None, "") else -1 for i, c in zip(ids, colours)], dtype=np.int64)
+    result.quality = rescored_silhouette(result, codes)
+    figure = plot_grid(result, colours, title, legend_title=column.removeprefix("meta_"), seed=seed, silhouette_of=f"the {column} values")
+    save_figure(figure_path, figure)
+
+
+def rescored_silhouette(result: Any, codes: np.ndarray) -> pl.DataFrame:
+    """The grid's quality table with ``silhouette`` recomputed per cell for other labels (``codes``, -1 = none)."""
+    from vlmprobe.umap_grid import _silhouette
+
+    scores = {(k, m): _silhouette(result.coords[a, b], codes) for a, k in enumerate(result.n_neighbors) for b, m in enumerate(result.min_dists)}
+    cells = zip(result.quality["n_neighbors"].to_list(), result.quality["min_dist"].to_list())
+    return result.quality.with_columns(pl.Series("silhouette", [scores.get(cell, float("nan")) for cell in cells], pl.Float64))

@@ -51,6 +51,14 @@ moves the acquisition (position, scale, rotation, exposure, gamma, blur) 30 % of
 independent draw and has new noise (:func:`patient_case`).
 Same-patient images are near-duplicates with the same labels: a known identity leak for group-aware
 splits (``group: meta_patient``).
+
+Shortcut (optional, ``shortcut: {finding, rate}``): a burned-in text marker - a small bright two-letter
+glyph patch in the top-left corner, as laterality / department stamps are burned into real radiographs -
+drawn onto the finished 8-bit image of some cases. An image with ``finding`` carries it with probability
+``rate``, an image without it with probability ``1 - rate`` (the *agreement rate*: 0.5 = independent of the
+finding, 1 = marker exactly when the finding is present, 0 = exactly when it is absent). The draw comes from
+the image's own stream, so the anatomy and findings are the same with or without a shortcut, and the marker
+is recorded as ``meta_marker`` (``yes``/``no``): a known-truth nuisance for the nuisance stage.
 """
 
 from __future__ import annotations
@@ -85,7 +93,9 @@ MIN_IMAGE_SIZE = 32
 BOX_MASK_THRESHOLD = 0.05
 
 # Streams of one image's SeedSequence (spawn_key=(index, purpose)); findings use _FINDING_STREAM + k.
-_LABEL_STREAM, _ANATOMY_STREAM, _NOISE_STREAM, _FINDING_STREAM = 0, 1, 2, 10
+_LABEL_STREAM, _ANATOMY_STREAM, _NOISE_STREAM, _MARKER_STREAM, _FINDING_STREAM = 0, 1, 2, 3, 10
+
+MARKER_META = "marker"  # the meta key (manifest column meta_marker) of the burned-in shortcut marker
 
 _SIDES = (-1, 1)  # -1: lung on the image's left (patient's right), +1: image right (patient's left)
 
@@ -165,6 +175,7 @@ class Case:
     image_size: int
     anatomy: Anatomy
     findings: tuple[Finding, ...]
+    marker: bool = False  # the burned-in shortcut marker (see the module docstring)
 
     @property
     def labels(self) -> list[str]:
@@ -219,6 +230,36 @@ def resolve_prevalence(prevalence: Mapping[str, float] | None) -> dict[str, floa
             )
         resolved[name] = value
     return resolved
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """A burned-in marker that agrees with ``finding`` (present / absent) with probability ``rate``."""
+
+    finding: str
+    rate: float
+
+    def marker_probability(self, has_finding: bool) -> float:
+        return self.rate if has_finding else 1.0 - self.rate
+
+
+def resolve_shortcut(shortcut: Mapping | None) -> Shortcut | None:
+    """``{finding, rate}`` from the config (None: no marker), checked."""
+    if shortcut is None:
+        return None
+    if not isinstance(shortcut, Mapping) or set(shortcut) - {"finding", "rate"} or "finding" not in shortcut:
+        raise VlmprobeError(
+            f"synthetic-cxr shortcut is {shortcut!r}.",
+            f"give `shortcut: {{finding: <one of {', '.join(FINDINGS)}>, rate: <agreement probability>}}`.",
+        )
+    if shortcut["finding"] not in FINDINGS:
+        raise VlmprobeError(
+            f"synthetic-cxr shortcut finding {shortcut['finding']!r} is not a finding.", f"use one of {', '.join(FINDINGS)}."
+        )
+    rate = shortcut.get("rate", 0.9)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+        raise VlmprobeError(f"synthetic-cxr shortcut rate is {rate!r}.", "give a probability between 0 and 1.")
+    return Shortcut(finding=str(shortcut["finding"]), rate=float(rate))
 
 
 def _sample_anatomy(rng: np.random.Generator) -> Anatomy:
@@ -315,9 +356,13 @@ def _sample_finding(label: str, rng: np.random.Generator, anatomy: Anatomy) -> F
 
 
 def sample_case(
-    seed: int, index: int, image_size: int = 128, prevalence: Mapping[str, float] | None = None
+    seed: int,
+    index: int,
+    image_size: int = 128,
+    prevalence: Mapping[str, float] | None = None,
+    shortcut: Mapping | Shortcut | None = None,
 ) -> Case:
-    """Draw image ``index`` of the data set ``seed``: anatomy, findings present, their geometry.
+    """Draw image ``index`` of the data set ``seed``: anatomy, findings present, their geometry, the marker.
 
     Nothing drawn depends on ``image_size``: the same case rendered at 64 and 128 px shows the same chest.
     """
@@ -330,7 +375,12 @@ def sample_case(
         for k, (name, draw) in enumerate(zip(FINDINGS, draws, strict=True))
         if draw < rates[name]
     )
-    return Case(index=index, image_size=image_size, anatomy=anatomy, findings=findings)
+    marker = False
+    rule = shortcut if isinstance(shortcut, Shortcut) else resolve_shortcut(shortcut)
+    if rule is not None:
+        has_finding = any(finding.label == rule.finding for finding in findings)
+        marker = bool(_rng(seed, index, _MARKER_STREAM).random() < rule.marker_probability(has_finding))
+    return Case(index=index, image_size=image_size, anatomy=anatomy, findings=findings, marker=marker)
 
 
 _ACQUISITION_FIELDS = ("shift_u", "shift_v", "scale", "angle", "brightness", "contrast", "gamma", "blur_px", "noise_std")
@@ -339,12 +389,18 @@ REPEAT_EXPOSURE_JITTER = 0.3
 
 
 def patient_case(
-    seed: int, index: int, image_size: int = 128, prevalence: Mapping[str, float] | None = None, images_per_patient: int = 1
+    seed: int,
+    index: int,
+    image_size: int = 128,
+    prevalence: Mapping[str, float] | None = None,
+    images_per_patient: int = 1,
+    shortcut: Mapping | Shortcut | None = None,
 ) -> Case:
     """Image ``index`` when every ``images_per_patient`` consecutive images are one patient: the case of the
-    patient's first image, its acquisition jittered by image ``index``'s own draw (a repeat exposure)."""
+    patient's first image (its marker included), its acquisition jittered by image ``index``'s own draw (a
+    repeat exposure)."""
     first = index - index % images_per_patient
-    case = sample_case(seed, first, image_size, prevalence)
+    case = sample_case(seed, first, image_size, prevalence, shortcut)
     if index == first:
         return case
     fresh = _sample_anatomy(_rng(seed, index, _ANATOMY_STREAM))
@@ -625,9 +681,40 @@ def render_case(case: Case, findings: Sequence[Finding] | None = None) -> Render
     image = ndimage.gaussian_filter(image, sigma=a.blur_px * case.image_size / 128, mode="nearest")
     image += a.noise_std * np.random.default_rng(a.noise_seed).standard_normal(image.shape, dtype=np.float32)
     pixels = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if case.marker:
+        burn_marker(pixels)
 
     boxes = tuple(_box_of(label, masks[label]) for label in FINDINGS if label in masks)
     return Rendered(image=pixels, boxes=boxes)
+
+
+# A 5 x 7 bitmap of "RT" (a burned-in laterality stamp); 1 = bright.
+_MARKER_GLYPHS = (
+    "11110 11111",
+    "10001 00100",
+    "10001 00100",
+    "11110 00100",
+    "10100 00100",
+    "10010 00100",
+    "10001 00100",
+)
+
+
+def marker_region(image_size: int) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` (exclusive) of the marker's pixels in an image of ``image_size``."""
+    scale = max(1, image_size // 64)
+    margin = max(1, image_size // 32)
+    return margin, margin, margin + scale * len(_MARKER_GLYPHS[0]), margin + scale * len(_MARKER_GLYPHS)
+
+
+def burn_marker(pixels: np.ndarray) -> None:
+    """Burn the marker into the top-left corner of an 8-bit image, in place (bright text, value 250)."""
+    x0, y0, x1, y1 = marker_region(pixels.shape[0])
+    scale = max(1, pixels.shape[0] // 64)
+    glyph = np.array([[ch == "1" for ch in row] for row in _MARKER_GLYPHS], dtype=bool)
+    patch = np.kron(glyph, np.ones((scale, scale), dtype=bool))
+    region = pixels[y0:y1, x0:x1]
+    region[patch] = 250
 
 
 def _box_of(label: str, mask: np.ndarray) -> Box:
@@ -657,13 +744,15 @@ def generate_synthetic_cxr(
     seed: int = 0,
     prevalence: Mapping[str, float] | None = None,
     images_per_patient: int = 1,
+    shortcut: Mapping | None = None,
 ) -> list[dict]:
     """Write ``n_images`` PNGs (8-bit grayscale) into ``out_dir`` and return one record per image.
 
     Record: ``{"sample_id", "path" (absolute), "labels" (["normal"] or sorted finding names),
-    "boxes": [{"label", "x0", "y0", "x1", "y1"}, ...]}`` in pixels, ``x1``/``y1`` exclusive.
+    "boxes": [{"label", "x0", "y0", "x1", "y1"}, ...]}`` in pixels, ``x1``/``y1`` exclusive; with a
+    ``shortcut`` also ``"meta": {"marker": "yes" | "no"}``.
     Re-running overwrites the images and removes ``scxr-*.png`` files a previous, larger run left behind.
-    With ``images_per_patient`` > 1 a record also has ``"patient"`` (see :func:`patient_case`).
+    With ``images_per_patient`` > 1 the record's ``"meta"`` also has ``"patient"`` (see :func:`patient_case`).
     """
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
         raise VlmprobeError(f"synthetic-cxr n_images is {n_images!r}.", "give a positive whole number of images.")
@@ -674,27 +763,31 @@ def generate_synthetic_cxr(
     if isinstance(images_per_patient, bool) or not isinstance(images_per_patient, int) or images_per_patient < 1:
         raise VlmprobeError(f"synthetic-cxr images_per_patient is {images_per_patient!r}.", "give a whole number >= 1.")
     resolve_prevalence(prevalence)  # fail before writing anything
+    rule = resolve_shortcut(shortcut)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
 
     records = []
     wanted = set()
     for index in range(n_images):
-        case = patient_case(seed, index, image_size, prevalence, images_per_patient)
+        case = patient_case(seed, index, image_size, prevalence, images_per_patient, rule)
         rendered = render_case(case)
         name = sample_id(index)
         path = out_dir / f"{name}.png"
         wanted.add(path.name)
         Image.fromarray(rendered.image).save(path, format="PNG")
-        records.append(
-            {
-                "sample_id": name,
-                "path": str(path),
-                "labels": case.labels,
-                "boxes": [box.as_record() for box in rendered.boxes],
-                **({"patient": f"p{index // images_per_patient:05d}"} if images_per_patient > 1 else {}),
-            }
-        )
+        meta = {"patient": f"p{index // images_per_patient:05d}"} if images_per_patient > 1 else {}
+        if rule is not None:
+            meta[MARKER_META] = "yes" if case.marker else "no"
+        record = {
+            "sample_id": name,
+            "path": str(path),
+            "labels": case.labels,
+            "boxes": [box.as_record() for box in rendered.boxes],
+        }
+        if meta:
+            record["meta"] = meta
+        records.append(record)
     for stale in out_dir.iterdir():
         if _FILE_PATTERN.match(stale.name) and stale.name not in wanted:
             stale.unlink()
@@ -705,7 +798,8 @@ def load_records(spec: Mapping, ctx) -> list:
     """Dataset kind ``synthetic-cxr``: generate the images into the dataset's data folder, one record each.
 
     Spec keys: ``n_images`` (default 600), ``image_size`` (default 128), ``prevalence`` (optional
-    overrides), ``images_per_patient`` (default 1); the seed is the workflow's ``seed``.
+    overrides), ``images_per_patient`` (default 1), ``shortcut`` (optional burned-in marker, ``meta_marker``);
+    the seed is the workflow's ``seed``.
     """
     from vlmprobe.datasets.records import Box as RecordBox
     from vlmprobe.datasets.records import Record
@@ -717,6 +811,7 @@ def load_records(spec: Mapping, ctx) -> list:
         seed=ctx.seed,
         prevalence=spec.get("prevalence"),
         images_per_patient=int(spec.get("images_per_patient", 1)),
+        shortcut=spec.get("shortcut"),
     )
     return [
         Record(
@@ -724,7 +819,7 @@ def load_records(spec: Mapping, ctx) -> list:
             path=item["path"],
             labels=tuple(item["labels"]),
             boxes=tuple(RecordBox(**box) for box in item["boxes"]),
-            meta={"patient": item["patient"]} if "patient" in item else {},
+            meta=dict(item.get("meta", {})),
         )
         for item in generated
     ]
