@@ -264,6 +264,9 @@ def _classify(own: dict[str, Any], state: dict[str, Any], head_prefixes: tuple[s
     for key, value in own.items():
         if key not in state and not key.startswith(head_prefixes):
             (fit.filled_buffers if _is_construction_buffer(value) else fit.missing).append(key)
+    if fit.missing:  # with learned weights missing, keys of "other parts" may be those weights under other names
+        fit.unexpected += fit.not_in_encoder
+        fit.not_in_encoder = []
     return kept
 
 
@@ -349,7 +352,7 @@ def _mismatch_error(fit: CheckpointFit, path, architecture: str, alternatives, k
             log.debug("could not compute fitting architectures: %s", error)
     if fitting:
         fix = f"its keys and shapes fit {fitting[:5]}: set the model's `name` to the architecture it was trained with."
-    elif not fit.mismatched:
+    elif not fit.mismatched and not fit.unexpected:
         fix = (
             "every shape that both have matches, so the architecture is likely right but the file holds another part "
             "or a partial copy: check which entry holds the encoder (`checkpoint_key:`) or re-export the full state dict."
