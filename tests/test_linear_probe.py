@@ -258,3 +258,12 @@ def _broken(kind):
 def test_bad_inputs_raise_vlmprobe_error(kind, message):
     with pytest.raises(VlmprobeError, match=message):
         run_linear_probe(*_broken(kind))
+
+
+def test_auto_solver_uses_liblinear_where_features_outnumber_samples():
+    wide = clusters(n=60, dim=200, n_classes=3, seed=2, separation=0.6)
+    auto = run_linear_probe(*wide)
+    assert auto["protocol"]["solver"] == "liblinear"
+    assert auto["predictions"] == run_linear_probe(*wide, solver="liblinear")["predictions"]
+    tall = clusters(n=300, dim=8, n_classes=3, seed=2, separation=0.6)
+    assert run_linear_probe(*tall)["protocol"]["solver"] == "newton"
