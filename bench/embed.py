@@ -2,8 +2,9 @@
 
 Three measurements in this one process, on the same model, device and images:
 
-* bare forward: the model alone on pre-made tensors of its input size, in the stage's batch size and
-  precision (what the device can do; no decoding, no preprocessing, no I/O);
+* bare forward: the model alone on pre-made tensors of its input size, in the stage's batch size,
+  precision and memory layout (channels-last): what the device can do, with no decoding, no
+  preprocessing, no I/O;
 * stage: ``vlmprobe.embed.embed_manifest`` on a manifest of the images, exactly as the workflow's
   ``embed`` job runs it (DataLoader workers decode and preprocess while the main process runs the
   model; the table is written at the end), model loading included;
@@ -16,7 +17,9 @@ The images are generated chest-radiograph-sized 8-bit grayscale PNGs (``--source
 decoding costs what a real scan costs. The model is a randomly initialised timm architecture
 (``--model``; weights do not change the arithmetic).
 
-The last line reads ``embed throughput: <x> of bare forward, <y>x naive loop``: the stage's images/s
+On a CPU the workers and the forward share the cores, so the stage cannot exceed
+``1 / (1 + decode_core_seconds * bare_rate / cores)`` of the bare forward; that bound is printed
+beside the figures. The last line reads ``embed throughput: <x> of bare forward, <y>x naive loop``: the stage's images/s
 as a fraction of the bare forward's, and as a multiple of the naive loop's.
 """
 
@@ -55,7 +58,12 @@ def bare_forward(encoder, n_images: int, batch_size: int, device: str, size: int
     from vlmprobe.embed import autocast_dtype
 
     dtype = autocast_dtype(device, "auto")
-    batches = [torch.randn(min(batch_size, n_images - start), 3, size, size, device=device) for start in range(0, n_images, batch_size)]
+    # the model as the stage runs it (channels-last, the stage's precision), minus decoding and I/O
+    encoder.image_module.eval().to(memory_format=torch.channels_last)
+    batches = [
+        torch.randn(min(batch_size, n_images - start), 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+        for start in range(0, n_images, batch_size)
+    ]
 
     def run():
         with torch.inference_mode():
@@ -73,10 +81,27 @@ def bare_forward(encoder, n_images: int, batch_size: int, device: str, size: int
     return n_images / (time.perf_counter() - started)
 
 
+def decode_seconds(encoder, paths: list[str]) -> float:
+    """Core-seconds to decode and preprocess one image (one thread, as in a DataLoader worker)."""
+    import torch
+
+    from vlmprobe.images import load_image
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        started = time.perf_counter()
+        for path in paths:
+            encoder.preprocess(load_image(path))
+        return (time.perf_counter() - started) / len(paths)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def naive_loop(encoder, paths: list[str], device: str) -> float:
     import torch
 
-    encoder.image_module.to(device).eval()
+    encoder.image_module.to(device, memory_format=torch.contiguous_format).eval()  # the notebook's default layout
     started = time.perf_counter()
     embeds = []
     for p in paths:
@@ -117,6 +142,7 @@ def main() -> None:
         encoder = load_encoder("bench", spec, device)
         size = int(encoder.preprocess_info["timm_data_config"]["input_size"][-1])
         bare = bare_forward(encoder, args.n_images, args.batch_size, device, size)
+        decode = decode_seconds(encoder, paths[: min(32, len(paths))])
         naive_loop(encoder, paths[: min(8, len(paths))], device)  # warm-up
         naive = naive_loop(encoder, paths, device)
         del encoder
@@ -130,6 +156,13 @@ def main() -> None:
     print(f"bare forward  {bare:8.1f} images/s")
     print(f"stage         {stage:8.1f} images/s  (embed_manifest, model loading included)")
     print(f"naive loop    {naive:8.1f} images/s  (notebook: open, preprocess, forward batch 1, fp32)")
+    if device == "cpu":
+        # decoding and the forward share the cores: the stage cannot beat cores / (model + decode core-time)
+        bound = 1.0 / (1.0 + decode * bare / threads)
+        print(f"decode+preprocess {1000 * decode:.1f} core-ms/image: on {threads} shared cores the stage is bounded by {bound:.2f} of bare forward")
+    else:
+        workers = min(8, threads - 1)
+        print(f"decode+preprocess {1000 * decode:.1f} core-ms/image: {workers} workers decode {workers / decode:.0f} images/s")
     print(f"embed throughput: {stage / bare:.2f} of bare forward, {stage / naive:.1f}x naive loop")
 
 

@@ -125,12 +125,14 @@ def embed_batches(encoder, paths: list[str], device: str, batch_size: int, num_w
         persistent_workers=False,
     )
     dtype = autocast_dtype(device, precision)
-    encoder.image_module.eval()
+    # channels-last is the layout oneDNN (CPU) and cuDNN (tensor cores) convolve fastest: 1.3x for a
+    # ResNet-18 forward on 2 CPU cores; a ViT only has its patch embedding to convert
+    encoder.image_module.eval().to(memory_format=torch.channels_last)
     with torch.inference_mode():
         for batch in tqdm(loader, desc=f"embed {encoder.model_id}", unit="batch", disable=not progress, mininterval=5):
             if isinstance(batch, BadImage):
                 raise VlmprobeError(batch.problem, batch.fix)
-            batch = batch.to(device, non_blocking=True)
+            batch = batch.to(device, non_blocking=True, memory_format=torch.channels_last)
             if dtype is not None:
                 with torch.autocast(device_type="cuda", dtype=dtype):
                     features = encoder.encode_image(batch)
