@@ -97,6 +97,7 @@ rule compare_linear_probe:
         log_path("compare_linear_probe", "summary"),
     benchmark:
         benchmark_path("compare_linear_probe", "summary")
+    localrule: True
     conda:
         "../../envs/summary.yaml"
     threads: 1
@@ -117,6 +118,7 @@ rule compare_multilabel:
         log_path("compare_multilabel", "summary"),
     benchmark:
         benchmark_path("compare_multilabel", "summary")
+    localrule: True
     conda:
         "../../envs/summary.yaml"
     threads: 1
