@@ -206,3 +206,19 @@ def test_a_wrong_checkpoint_key_names_what_is_there(tmp_path):
     with pytest.raises(VlmprobeError, match=r"no 'ema'.*\['model', 'optimizer'\].*checkpoint_key"):
         _embed({**spec, "checkpoint_key": "ema"}, path)
     assert set(load_state_dict(path)) == set(state)
+
+
+def test_an_unusual_container_loads_by_its_checkpoint_key(tmp_path):
+    spec, state = _source("timm")
+    path = tmp_path / "run.pth"
+    torch.save({"checkpoint": {"weights": state}, "config": {"lr": 0.1}}, path)
+    with pytest.raises(VlmprobeError, match="checkpoint_key"):
+        _embed(spec, path)  # no entry it knows: the message names the key that chooses one
+    expected, _ = _embed(spec, _saved(tmp_path / "plain.pt", state))
+    got, fit = _embed({**spec, "checkpoint_key": "checkpoint.weights"}, path)
+    assert torch.equal(got, expected) and fit["container"] == "checkpoint.weights"
+
+
+def _saved(path, state):
+    torch.save(state, path)
+    return path

@@ -105,7 +105,7 @@ def load_state_dict(path: str | Path, mmap: bool = False, key: str | None = None
     return unwrap_checkpoint(read_checkpoint(path, mmap), path, key)[0]
 
 
-def verify_checkpoint(path: str | Path) -> int:
+def verify_checkpoint(path: str | Path, key: str | None = None) -> int:
     """Check that ``path`` is a readable, safe weights file holding tensors; return how many.
 
     Cheap enough for the offline model check on the submitting node: a safetensors file is read
@@ -115,7 +115,7 @@ def verify_checkpoint(path: str | Path) -> int:
     """
     path = Path(path)
     if path.suffix != ".safetensors":
-        return len(load_state_dict(path, mmap=True))
+        return len(load_state_dict(path, mmap=True, key=key))
     _require_file(path)
     try:
         from safetensors import safe_open

@@ -86,7 +86,9 @@ def model_weight_inputs(wildcards):
         files.append(pretrained.removeprefix("local-dir:"))
     name = str(spec.get("name", ""))
     if name.startswith("local-dir:"):
-        files.append(os.path.join(name.removeprefix("local-dir:"), "open_clip_config.json"))
+        files.append(
+            os.path.join(name.removeprefix("local-dir:"), "open_clip_config.json")
+        )
     return files
 
 

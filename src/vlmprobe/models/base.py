@@ -104,7 +104,7 @@ def check_spec(model_id: str, spec: dict[str, Any]) -> None:
     family = family_of(model_id, spec)
     family.check(model_id, spec)
     for path in family.weight_files(spec):
-        verify_checkpoint(path)
+        verify_checkpoint(path, spec.get("checkpoint_key"))
 
 
 def load_encoder(model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
