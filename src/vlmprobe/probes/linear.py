@@ -594,7 +594,9 @@ def run_linear_probe(
     # liblinear release the GIL) and each fit's BLAS gets what is left over; BLAS is never left
     # at its default of every core of the machine, because multi-threaded OpenBLAS/LAPACK on
     # oversubscribed cores (parallel Snakemake jobs) runs 10-100x slower, not just 2x.
-    workers = min(cores, len(fits))
+    # liblinear seeds C's global rand() (sklearn's set_seed -> srand): fits in parallel threads would
+    # interleave one random stream and give run-to-run different models, so liblinear fits run one by one
+    workers = 1 if solver == "liblinear" else min(cores, len(fits))
     with threadpool_limits(limits=cores, user_api="blas"):
         preconditioner = None
         if solver == "newton":
