@@ -310,22 +310,23 @@ def load_checkpoint_into(
     shape that differs) fails with the keys named; ``alternatives(state)`` may name architectures
     whose keys the checkpoint does fit, which the message then suggests.
     """
-    fit, kept = _fit(module, read_checkpoint(path), head_prefixes, filter_fn, key, path)
+    checkpoint = read_checkpoint(path)
+    fit, kept = _fit(module, checkpoint, head_prefixes, filter_fn, key, path)
     if fit.problems:
-        raise _mismatch_error(fit, path, architecture, alternatives, kept)
+        raise _mismatch_error(fit, path, architecture, alternatives, checkpoint)
     own = module.state_dict()
     for name, value in kept.items():
-        target = own[name].dtype
-        if value.dtype != target:
-            fit.cast[str(value.dtype).removeprefix("torch.")] = fit.cast.get(str(value.dtype).removeprefix("torch."), 0) + 1
-            kept[name] = value.to(target)
+        if value.dtype != own[name].dtype:
+            source = str(value.dtype).removeprefix("torch.")
+            fit.cast[source] = fit.cast.get(source, 0) + 1
+            kept[name] = value.to(own[name].dtype)
     module.load_state_dict(kept, strict=False)  # every key not in ``kept`` is recorded on ``fit`` as harmless
     if fit.container or fit.prefix or fit.filter or fit.cast or fit.filled_buffers or fit.dropped_head or fit.not_in_encoder:
         log.info("checkpoint %s fitted to %s: %s", path, architecture, fit.as_metadata())
     return fit
 
 
-def _mismatch_error(fit: CheckpointFit, path, architecture: str, alternatives, kept) -> VlmprobeError:
+def _mismatch_error(fit: CheckpointFit, path, architecture: str, alternatives, checkpoint: Any) -> VlmprobeError:
     details = []
     if fit.missing:
         details.append(f"{len(fit.missing)} learned weight(s) missing, e.g. {fit.missing[:3]}")
@@ -345,7 +346,7 @@ def _mismatch_error(fit: CheckpointFit, path, architecture: str, alternatives, k
     fitting = []
     if alternatives is not None:
         try:
-            fitting = [name for name in alternatives(read_checkpoint(path)) if name != architecture]
+            fitting = [name for name in alternatives(checkpoint) if name != architecture]  # the file as read once
         except VlmprobeError:
             raise
         except Exception as error:  # noqa: BLE001 - the suggestion is a courtesy; the mismatch is the error

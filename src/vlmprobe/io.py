@@ -71,6 +71,21 @@ def write_parquet(target: str | os.PathLike[str], table: Any) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
+def read_parquet(path: str | os.PathLike[str], metadata_key: bytes, what: str) -> tuple[Any, dict[str, Any]]:
+    """(table, its JSON schema metadata under ``metadata_key``) of a Parquet file this project wrote;
+    a missing or unreadable file is one clear error naming ``what`` it should have been."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vlmprobe.errors import VlmprobeError
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as error:
+        raise VlmprobeError(f"{what} {str(path)!r} are missing or unreadable: {error}.", "delete the file and re-run the workflow.") from error
+    return table, json.loads((table.schema.metadata or {}).get(metadata_key, b"{}"))
+
+
 def write_safetensors(target: str | os.PathLike[str], tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
     """Write torch tensors or numpy arrays as ``.safetensors``, atomically and byte-reproducibly.
 

@@ -638,14 +638,9 @@ def write_predictions(path: str | Path, predictions: Predictions) -> None:
 
 
 def read_predictions(path: str | Path) -> Predictions:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from vlmprobe.io import read_parquet
 
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as error:
-        raise VlmprobeError(f"Predictions {str(path)!r} are missing or unreadable: {error}.", "delete the file and re-run the workflow.") from error
-    metadata = json.loads((table.schema.metadata or {}).get(PREDICTIONS_METADATA_KEY, b"{}"))
+    table, metadata = read_parquet(path, PREDICTIONS_METADATA_KEY, "Predictions")
     classes = list(metadata.get("classes", []))
     n_classes = len(classes)
 

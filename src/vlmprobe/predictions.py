@@ -82,14 +82,9 @@ def write_probe_predictions(path: str | Path, predictions: ProbePredictions) -> 
 
 
 def read_probe_predictions(path: str | Path) -> ProbePredictions:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from vlmprobe.io import read_parquet
 
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as error:
-        raise VlmprobeError(f"Linear-probe predictions {str(path)!r} are missing or unreadable: {error}.", "delete the file and re-run the workflow.") from error
-    metadata = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
+    table, metadata = read_parquet(path, METADATA_KEY, "Linear-probe predictions")
     classes = list(metadata.get("classes", []))
     n_folds = int(metadata.get("n_folds", 0))
     index = {name: i for i, name in enumerate(classes)}
