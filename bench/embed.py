@@ -55,7 +55,7 @@ def make_images(root: Path, n_images: int, size: int, seed: int = 0) -> None:
 def bare_forward(encoder, n_images: int, batch_size: int, device: str, size: int) -> float:
     import torch
 
-    from vlmprobe.embed import autocast_dtype
+    from vlmprobe.runtime import autocast_dtype
 
     dtype = autocast_dtype(device, "auto")
     # the model as the stage runs it (channels-last, the stage's precision), minus decoding and I/O
@@ -125,8 +125,9 @@ def main() -> None:
     import torch
 
     from vlmprobe.datasets import make_manifest
-    from vlmprobe.embed import embed_manifest, resolve_device
+    from vlmprobe.embed import embed_manifest
     from vlmprobe.models import load_encoder
+    from vlmprobe.runtime import resolve_device
 
     device = resolve_device(args.device)
     threads = os.cpu_count() or 1

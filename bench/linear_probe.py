@@ -5,7 +5,7 @@ Both run in this one process on the same synthetic embedding table and manifest 
 * naive: the six fits (five CV-fold models + the final model on all training rows) one at a time,
   each ``Pipeline(StandardScaler(), LinearSVC(C=100/N))`` with scikit-learn's defaults
   (``dual='auto'``, which picks liblinear's primal Newton solver when samples outnumber features);
-* ours: ``vlmprobe.probes.linear.run_linear_probe`` (joint one-vs-rest Newton-CG, fits in threads),
+* ours: ``vlmprobe.linear_probe.probe.run_linear_probe`` (joint one-vs-rest Newton-CG, fits in threads),
   which also computes every score.
 
 The data imitate frozen image embeddings of a hard, imbalanced many-class dataset (the poster's
@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from vlmprobe.datasets.splits import assign_splits
-from vlmprobe.probes.linear import run_linear_probe
+from vlmprobe.linear_probe.probe import run_linear_probe
 
 
 def make_embeddings(

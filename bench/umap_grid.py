@@ -1,4 +1,4 @@
-"""Benchmark: the UMAP grid of vlmprobe.umap_grid against the naive per-cell loop, same process, same data.
+"""Benchmark: the UMAP grid of vlmprobe.umap.grid against the naive per-cell loop, same process, same data.
 
 Data (3,000 x 512 each, built in, no downloads):
 
@@ -38,7 +38,7 @@ import warnings
 
 import numpy as np
 
-from vlmprobe.umap_grid import (
+from vlmprobe.umap.grid import (
     POSTER_MIN_DISTS,
     POSTER_N_NEIGHBORS,
     compute_grid,
@@ -74,7 +74,7 @@ def synthetic_table(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cached_table(path: str) -> tuple[np.ndarray, np.ndarray | None]:
-    from vlmprobe.store import read_embeddings
+    from vlmprobe.formats.embeddings import read_embeddings
 
     table = read_embeddings(path)
     return np.ascontiguousarray(table.matrix[:N_ROWS], dtype=np.float32), None

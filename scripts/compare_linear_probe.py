@@ -1,6 +1,6 @@
-"""Snakemake entry point: every linear probe's test predictions -> paired model comparisons (vlmprobe.compare)."""
+"""Snakemake entry point: every linear probe's test predictions -> paired model comparisons (vlmprobe.compare.paired)."""
 
-from vlmprobe.compare import compare_linear_probe_files, note, write_comparison
+from vlmprobe.compare.paired import compare_linear_probe_files, note, write_comparison
 from vlmprobe.runner import run_script
 
 

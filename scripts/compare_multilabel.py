@@ -1,6 +1,6 @@
-"""Snakemake entry point: the multi-label study's test predictions -> paired comparisons of every model/setting (vlmprobe.compare)."""
+"""Snakemake entry point: the multi-label study's test predictions -> paired comparisons of every model/setting (vlmprobe.compare.paired)."""
 
-from vlmprobe.compare import compare_multilabel_files, note, write_comparison
+from vlmprobe.compare.paired import compare_multilabel_files, note, write_comparison
 from vlmprobe.runner import run_script
 
 

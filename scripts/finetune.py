@@ -1,8 +1,8 @@
-"""Snakemake entry point: manifest + model -> fine-tuned encoder, head, embeddings and test predictions (vlmprobe.finetune)."""
+"""Snakemake entry point: manifest + model -> fine-tuned encoder, head, embeddings and test predictions (vlmprobe.multilabel.finetune)."""
 
 from pathlib import Path
 
-from vlmprobe.finetune import FinetuneOutputs, FinetuneSettings, run_finetune
+from vlmprobe.multilabel.finetune import FinetuneOutputs, FinetuneSettings, run_finetune
 from vlmprobe.runner import run_script
 
 

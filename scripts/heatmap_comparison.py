@@ -1,8 +1,8 @@
-"""Snakemake entry point: one (dataset, model)'s maps in every setting -> the side-by-side figure (vlmprobe.cams)."""
+"""Snakemake entry point: one (dataset, model)'s maps in every setting -> the side-by-side figure (vlmprobe.heatmaps.maps)."""
 
 import logging
 
-from vlmprobe.cams import write_settings_comparison
+from vlmprobe.heatmaps.maps import write_settings_comparison
 from vlmprobe.runner import run_script
 
 

@@ -1,11 +1,11 @@
-"""Snakemake entry point: embeddings -> the poster's LinearSVC probe (see vlmprobe.probes.linear)."""
+"""Snakemake entry point: embeddings -> the poster's LinearSVC probe (see vlmprobe.linear_probe.probe)."""
 
-from vlmprobe.datasets.manifest import read_group_split
+from vlmprobe.formats.embeddings import aligned
+from vlmprobe.formats.manifest import read_group_split
+from vlmprobe.formats.predictions import from_probe_result, write_probe_predictions
 from vlmprobe.io import write_json
-from vlmprobe.predictions import from_probe_result, write_probe_predictions
-from vlmprobe.probes.linear import run_linear_probe, with_group_level
+from vlmprobe.linear_probe.probe import run_linear_probe, with_group_level
 from vlmprobe.runner import run_script
-from vlmprobe.store import aligned
 
 
 def main(smk):
@@ -37,7 +37,7 @@ def main(smk):
         result = with_group_level(result, group_result, group_info)
     result.update(dataset=smk.wildcards.dataset, model=smk.wildcards.model, embed_dim=int(matrix.shape[1]))
     write_json(smk.output[0], result)
-    # per-sample test predictions of every fold model, for the paired comparisons (vlmprobe.compare)
+    # per-sample test predictions of every fold model, for the paired comparisons (vlmprobe.compare.paired)
     meta = {"dataset": smk.wildcards.dataset, "model": smk.wildcards.model, "protocol": result["protocol"]["name"], "seed": manifest_meta["seed"]}
     labels = [labels[0] for labels in manifest["labels"].to_list()]
     write_probe_predictions(smk.output.predictions, from_probe_result(result, manifest["sample_id"].to_list(), labels, meta))

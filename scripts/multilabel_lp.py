@@ -1,6 +1,6 @@
-"""Snakemake entry point: manifest + cached embeddings -> the multi-label study's linear probe (vlmprobe.probes.multilabel)."""
+"""Snakemake entry point: manifest + cached embeddings -> the multi-label study's linear probe (vlmprobe.multilabel.linear_probe)."""
 
-from vlmprobe.probes.multilabel import run_probe_files
+from vlmprobe.multilabel.linear_probe import run_probe_files
 from vlmprobe.runner import run_script
 
 

@@ -1,7 +1,7 @@
-"""Snakemake entry point: one setting's predictions + embeddings -> its metrics with bootstrap intervals (vlmprobe.metrics)."""
+"""Snakemake entry point: one setting's predictions + embeddings -> its metrics with bootstrap intervals (vlmprobe.multilabel.metrics)."""
 
 from vlmprobe.io import write_json
-from vlmprobe.metrics import evaluate_files
+from vlmprobe.multilabel.metrics import evaluate_files
 from vlmprobe.runner import run_script
 
 

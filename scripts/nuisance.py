@@ -1,6 +1,6 @@
-"""Snakemake entry point: manifest + embedding table -> nuisance probes and variance shares (see vlmprobe.nuisance)."""
+"""Snakemake entry point: manifest + embedding table -> nuisance probes and variance shares (see vlmprobe.nuisance.probes)."""
 
-from vlmprobe.nuisance import nuisance_for_table
+from vlmprobe.nuisance.probes import nuisance_for_table
 from vlmprobe.runner import run_script
 
 

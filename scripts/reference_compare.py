@@ -1,6 +1,9 @@
-"""Snakemake entry point: our summary table beside a published one (see vlmprobe.reference_compare)."""
+"""Snakemake entry point: our summary table beside a published one (see vlmprobe.reference.compare)."""
 
-from vlmprobe.reference_compare import write_linear_probe_comparison, write_settings_comparison
+from vlmprobe.reference.compare import (
+    write_linear_probe_comparison,
+    write_settings_comparison,
+)
 from vlmprobe.runner import run_script
 
 

@@ -1,7 +1,7 @@
 """Snakemake entry point: the linear-probe summary -> the identity-leakage figure (image vs group split)."""
 
+from vlmprobe.linear_probe.summary import write_group_gap_figure
 from vlmprobe.runner import run_script
-from vlmprobe.summary import write_group_gap_figure
 
 
 def main(smk):

@@ -1,6 +1,6 @@
-"""Snakemake entry point: every heatmap scores table -> summary table, Markdown and metric heatmaps (vlmprobe.cam_scores)."""
+"""Snakemake entry point: every heatmap scores table -> summary table, Markdown and metric heatmaps (vlmprobe.heatmaps.scores)."""
 
-from vlmprobe.cam_scores import write_heatmap_summary
+from vlmprobe.heatmaps.summary import write_heatmap_summary
 from vlmprobe.runner import run_script
 
 

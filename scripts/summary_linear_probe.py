@@ -2,8 +2,8 @@
 
 import logging
 
+from vlmprobe.linear_probe.summary import write_linear_probe_summary
 from vlmprobe.runner import run_script
-from vlmprobe.summary import write_linear_probe_summary
 
 
 def main(smk):

@@ -1,8 +1,8 @@
-"""Snakemake entry point: every multi-label study result -> summary table, CSV and Markdown (vlmprobe.multilabel_summary)."""
+"""Snakemake entry point: every multi-label study result -> summary table, CSV and Markdown (vlmprobe.multilabel.summary)."""
 
 import logging
 
-from vlmprobe.multilabel_summary import write_multilabel_summary
+from vlmprobe.multilabel.summary import write_multilabel_summary
 from vlmprobe.runner import run_script
 
 

@@ -1,6 +1,6 @@
 """Snakemake entry point: every nuisance result -> summary table, Markdown, HTML and figure."""
 
-from vlmprobe.nuisance_summary import write_nuisance_summary
+from vlmprobe.nuisance.summary import write_nuisance_summary
 from vlmprobe.runner import run_script
 
 

@@ -1,6 +1,6 @@
 """Snakemake entry point: every shortcut curve -> summary table, Markdown and figure."""
 
-from vlmprobe.nuisance_summary import write_shortcut_summary
+from vlmprobe.nuisance.summary import write_shortcut_summary
 from vlmprobe.runner import run_script
 
 

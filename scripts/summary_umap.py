@@ -1,7 +1,7 @@
 """Snakemake entry point: every UMAP quality table -> one summary table."""
 
 from vlmprobe.runner import run_script
-from vlmprobe.summary import umap_quality_summary
+from vlmprobe.umap.summary import umap_quality_summary
 
 
 def main(smk):

@@ -1,7 +1,7 @@
-"""Snakemake entry point: embedding table -> UMAP grid, quality table and figure (see vlmprobe.umap_stage)."""
+"""Snakemake entry point: embedding table -> UMAP grid, quality table and figure (see vlmprobe.umap.stage)."""
 
 from vlmprobe.runner import run_script
-from vlmprobe.umap_stage import grid_for_table
+from vlmprobe.umap.stage import grid_for_table
 
 
 def main(smk):

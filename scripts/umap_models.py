@@ -1,7 +1,7 @@
 """Snakemake entry point: every model of one dataset side by side at one UMAP cell."""
 
 from vlmprobe.runner import run_script
-from vlmprobe.umap_stage import dataset_summary
+from vlmprobe.umap.stage import dataset_summary
 
 
 def main(smk):

@@ -1,7 +1,7 @@
 """Snakemake entry point: a written UMAP grid redrawn with its points coloured by a nuisance column."""
 
 from vlmprobe.runner import run_script
-from vlmprobe.umap_stage import nuisance_grid_figure
+from vlmprobe.umap.stage import nuisance_grid_figure
 
 
 def main(smk):

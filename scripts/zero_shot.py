@@ -1,7 +1,7 @@
-"""Snakemake entry point: class prompts through the text tower vs cached image embeddings (vlmprobe.zeroshot)."""
+"""Snakemake entry point: class prompts through the text tower vs cached image embeddings (vlmprobe.multilabel.zero_shot)."""
 
+from vlmprobe.multilabel.zero_shot import run_zero_shot_files
 from vlmprobe.runner import run_script
-from vlmprobe.zeroshot import run_zero_shot_files
 
 
 def main(smk):

@@ -12,9 +12,8 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from conftest import write_image
+from PIL import Image
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:

@@ -8,16 +8,25 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+import miniatures
 import numpy as np
 import pytest
 from PIL import Image
 
-import miniatures
-from vlmprobe.datasets import KINDS, is_multilabel, load_records, make_manifest
-from vlmprobe.datasets import breakhis, busi, deepdrid, medmnist, onehot_csv
+from vlmprobe.datasets import (
+    KINDS,
+    breakhis,
+    busi,
+    deepdrid,
+    is_multilabel,
+    load_records,
+    make_manifest,
+    medmnist,
+    onehot_csv,
+)
 from vlmprobe.datasets.iu_xray import COOCCURRENCE_CSV, STATS_JSON, label_statistics
-from vlmprobe.datasets.manifest import read_manifest
 from vlmprobe.errors import VlmprobeError
+from vlmprobe.formats.manifest import read_manifest
 
 
 def records_of(tmp_path: Path, spec: dict, name: str = "ds"):

@@ -12,7 +12,6 @@ The workflow-level cases at the end check that the message reaches the user thro
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -23,18 +22,18 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
+from conftest import PIXELS, REPO, TINY_VIT, write_image
 from PIL import Image
 
-from conftest import PIXELS, REPO, TINY_RN, TINY_VIT, write_image
 from vlmprobe import embed as embed_module
 from vlmprobe.config_check import check_config, config_problems, load_schema
 from vlmprobe.datasets import make_manifest
-from vlmprobe.datasets.manifest import read_manifest
 from vlmprobe.embed import embed_manifest
 from vlmprobe.errors import VlmprobeError
+from vlmprobe.formats.embeddings import aligned, read_embeddings, write_embeddings
+from vlmprobe.formats.manifest import read_manifest
 from vlmprobe.images import load_image
 from vlmprobe.models import check_spec, load_encoder
-from vlmprobe.store import aligned, read_embeddings, write_embeddings
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 

@@ -2,8 +2,8 @@
 random-initialised one does not.
 
 The whole pipeline runs as the workflow runs it: synthetic-cxr images -> manifest -> the multi-label
-study's fine-tuning (:func:`vlmprobe.finetune.run_finetune`) -> Grad-CAM in the ``ft`` setting
-(:func:`vlmprobe.cams.run_heatmaps`) -> pointing game against the boxes. The random model is the same
+study's fine-tuning (:func:`vlmprobe.multilabel.finetune.run_finetune`) -> Grad-CAM in the ``ft`` setting
+(:func:`vlmprobe.heatmaps.maps.run_heatmaps`) -> pointing game against the boxes. The random model is the same
 architecture before training (seeded), attributed the same way.
 
 Model: timm's ``test_resnet`` (0.37 M parameters) at 64 px with ``output_stride: 8``, so the last stage
@@ -49,8 +49,8 @@ def _random_model_files(tmp_path: Path, classes: list[str]) -> tuple[Path, Path]
     """The untrained model in the fine-tuning job's file format (encoder.safetensors + head)."""
     from safetensors.torch import save_file
 
+    from vlmprobe.formats.heads import LinearHead, save_head
     from vlmprobe.models import load_encoder
-    from vlmprobe.probes.multilabel import LinearHead, save_head
 
     torch.manual_seed(0)
     encoder = load_encoder(MODEL_ID, SPEC)
@@ -63,8 +63,12 @@ def _random_model_files(tmp_path: Path, classes: list[str]) -> tuple[Path, Path]
 
 
 def test_fine_tuned_cnn_points_at_findings_random_does_not(tmp_path):
-    from vlmprobe.cams import run_heatmaps
-    from vlmprobe.finetune import FinetuneOutputs, FinetuneSettings, run_finetune
+    from vlmprobe.heatmaps.maps import run_heatmaps
+    from vlmprobe.multilabel.finetune import (
+        FinetuneOutputs,
+        FinetuneSettings,
+        run_finetune,
+    )
 
     torch.set_num_threads(2)
     started = time.perf_counter()

@@ -7,8 +7,10 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from vlmprobe import cam_scores
-from vlmprobe.cam_scores import (
+from vlmprobe.errors import VlmprobeError
+from vlmprobe.heatmaps import scores as cam_scores
+from vlmprobe.heatmaps import summary as heatmap_summary_module
+from vlmprobe.heatmaps.scores import (
     area_fraction,
     box_region,
     energy_fraction,
@@ -19,7 +21,6 @@ from vlmprobe.cam_scores import (
     summarise,
     threshold_map,
 )
-from vlmprobe.errors import VlmprobeError
 
 SHAPE = (10, 20)  # H, W
 BOX = {"label": "nodule", "x0": 5, "y0": 2, "x1": 10, "y1": 6}  # 5 x 4 = 20 pixels of 200
@@ -100,7 +101,7 @@ def test_score_map_bundles_scores_and_chance():
 def test_iou_chance_is_the_mean_over_permuted_maps_and_all_ones_is_an_upper_bound():
     import itertools
 
-    from vlmprobe.cam_scores import iou, permuted_iou_chance
+    from vlmprobe.heatmaps.scores import iou, permuted_iou_chance
 
     cam = np.array([[0.0, 0.9, 1.0], [0.2, 0.0, 0.1]])  # two salient pixels at the default threshold
     region = np.array([[True, True, False], [False, False, False]])
@@ -159,7 +160,7 @@ def test_summarise_uses_scored_maps_only():
 
 
 def _scores_file(path, setting, hits, model="m1"):
-    from vlmprobe.cam_scores import SCORE_SCHEMA
+    from vlmprobe.heatmaps.scores import SCORE_SCHEMA
 
     rows = [
         {
@@ -181,8 +182,8 @@ def test_heatmap_summary_table_markdown_and_figure(tmp_path):
         _scores_file(tmp_path / "ft.parquet", "ft", [1.0, 1.0, 0.0, 1.0]),
         _scores_file(tmp_path / "zs.parquet", "zs", [0.0, 0.0, 0.0, 1.0]),
     ]
-    summary = cam_scores.write_heatmap_summary(paths, tmp_path / "s.parquet", tmp_path / "s.md", tmp_path / "s.png")
-    overall = summary.filter(pl.col("label") == cam_scores.ALL_LABELS)
+    summary = heatmap_summary_module.write_heatmap_summary(paths, tmp_path / "s.parquet", tmp_path / "s.md", tmp_path / "s.png")
+    overall = summary.filter(pl.col("label") == heatmap_summary_module.ALL_LABELS)
     assert overall["setting"].to_list() == ["zs", "ft"]  # the study's order, not alphabetical
     assert overall["pointing_game"].to_list() == [0.25, 0.75] and overall["n_maps"].to_list() == [4, 4]
     per_label = summary.filter((pl.col("setting") == "ft") & (pl.col("label") == "effusion"))
@@ -191,7 +192,7 @@ def test_heatmap_summary_table_markdown_and_figure(tmp_path):
     assert "| m1 | 25% ± 22 (10%), n = 4 | 75% ± 22 (10%), n = 4 |" in markdown
     assert "### IoU (chance; all-ones map)" in markdown and "| m1 | 0.20 (—; 0.10) |" in markdown  # fixture rows have no iou_chance
     assert (tmp_path / "s.png").stat().st_size > 1000
-    empty = cam_scores.write_heatmap_summary([], tmp_path / "e.parquet", tmp_path / "e.md", tmp_path / "e.png")
+    empty = heatmap_summary_module.write_heatmap_summary([], tmp_path / "e.parquet", tmp_path / "e.md", tmp_path / "e.png")
     assert empty.is_empty() and "No annotated maps" in (tmp_path / "e.md").read_text()
 
 

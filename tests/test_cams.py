@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vlmprobe import cams
 from vlmprobe.datasets.manifest import BOX_TYPE, METADATA_KEY
 from vlmprobe.errors import VlmprobeError
+from vlmprobe.heatmaps import maps as cams
 from vlmprobe.models import load_encoder
 
 TINY_VIT = {"family": "open_clip", "name": "vlmprobe-vit-tiny", "pretrained": None}
@@ -197,14 +197,14 @@ def test_select_images_annotated_first_then_random(tmp_path):
 
 
 def _save_head(path: Path, weight: np.ndarray, bias: np.ndarray, source: str) -> Path:
-    from vlmprobe.probes.multilabel import LinearHead, save_head
+    from vlmprobe.formats.heads import LinearHead, save_head
 
     save_head(path, LinearHead(weight=weight, bias=bias, classes=CLASSES, multilabel=True, thresholds=np.full(3, 0.5), source=source))
     return path
 
 
 def _save_finetuned_encoder(path: Path, model_id: str, spec: dict) -> Path:
-    """The finetune job's encoder.safetensors format (see vlmprobe.finetune): image tower state + metadata."""
+    """The finetune job's encoder.safetensors format (see vlmprobe.multilabel.finetune): image tower state + metadata."""
     from safetensors.torch import save_file
 
     torch.manual_seed(1)
@@ -251,7 +251,7 @@ def test_run_heatmaps_all_settings(tmp_path, vit):
         assert cams.map_at_image_size(maps, 0).shape == (40, 48)
         assert sorted(p.name for p in out_dir.glob("overlays_*.png")) == ["overlays_01.png", "overlays_02.png"]
         # the stored maps reproduce the scores (float16 storage moves the energy fraction by a hair at most)
-        from vlmprobe.cam_scores import box_region, score_map
+        from vlmprobe.heatmaps.scores import box_region, score_map
 
         for row in scored.iter_rows(named=True):
             boxes = [b for b in _boxes_of(manifest, row["sample_id"]) if b["label"] == row["label"]]

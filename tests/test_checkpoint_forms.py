@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_VIT
 from safetensors.torch import save_file
 
-from conftest import TINY_VIT
-from vlmprobe.checkpoints import load_state_dict
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.models import load_encoder
+from vlmprobe.models.checkpoints import load_state_dict
 
 SPECS = {
     "timm": {"family": "timm", "name": "test_efficientnet", "image_size": 32},
@@ -137,7 +137,7 @@ def test_every_checkpoint_form_loads_to_identical_embeddings(tmp_path, family):
 def test_the_embedding_table_records_what_was_done(tmp_path, image_folder):
     from vlmprobe.datasets import make_manifest
     from vlmprobe.embed import embed_manifest
-    from vlmprobe.store import read_embeddings
+    from vlmprobe.formats.embeddings import read_embeddings
 
     spec, state = _source("timm")
     path = tmp_path / "lightning.ckpt"

@@ -1,4 +1,4 @@
-"""Paired model comparisons (vlmprobe.compare) against planted truths and direct computations."""
+"""Paired model comparisons (vlmprobe.compare.paired) against planted truths and direct computations."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, f1_score
 
-from vlmprobe.compare import (
+from vlmprobe.compare.paired import (
     Entry,
     compare_entries,
     compare_linear_probe_files,
@@ -24,7 +24,11 @@ from vlmprobe.compare import (
     write_comparison,
 )
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.predictions import from_probe_result, read_probe_predictions, write_probe_predictions
+from vlmprobe.formats.predictions import (
+    from_probe_result,
+    read_probe_predictions,
+    write_probe_predictions,
+)
 
 
 def planted(n, accuracies, n_classes=3, n_folds=1, seed=0, share=None):
@@ -192,7 +196,7 @@ def test_monte_carlo_permutation_matches_full_enumeration():
 
 def test_linear_probe_predictions_file_and_comparison(tmp_path):
     from vlmprobe.datasets.splits import assign_splits
-    from vlmprobe.probes.linear import run_linear_probe
+    from vlmprobe.linear_probe.probe import run_linear_probe
 
     rng = np.random.default_rng(9)
     n, classes = 240, ["a", "b", "c"]
@@ -236,9 +240,9 @@ def test_multilabel_settings_compared_on_exact_match(tmp_path):
     # planted: setting "good" matches the label set exactly on 70 % of samples, "bad" on a 40 % subset of those
     import pyarrow as pa
 
-    from vlmprobe.compare import compare_multilabel_files
+    from vlmprobe.compare.paired import compare_multilabel_files
+    from vlmprobe.formats.predictions import Predictions, write_predictions
     from vlmprobe.io import write_parquet
-    from vlmprobe.metrics import Predictions, write_predictions
 
     rng = np.random.default_rng(10)
     classes = ["a", "b", "c", "d"]

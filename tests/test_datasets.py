@@ -5,13 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_image
 from PIL import Image
 
-from conftest import write_image
 from vlmprobe.datasets import is_multilabel, make_manifest
-from vlmprobe.datasets.manifest import read_manifest
 from vlmprobe.datasets.splits import assign_splits, minimum_class_size
 from vlmprobe.errors import VlmprobeError
+from vlmprobe.formats.manifest import read_manifest
 from vlmprobe.images import load_image
 
 

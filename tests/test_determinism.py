@@ -9,7 +9,6 @@ up in the README's robustness notes (autocast, non-deterministic kernels).
 from __future__ import annotations
 
 import pytest
-
 from test_faults import files_under, run_snakemake, spine_workdir  # noqa: F401 - spine_workdir is a fixture
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-
 from rule_files import workflow_rules
 
 REPO = Path(__file__).resolve().parents[1]

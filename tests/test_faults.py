@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import REPO, TINY_VIT, write_image
 
-from conftest import PIXELS, REPO, TINY_VIT, write_image
 from vlmprobe import embed as embed_module
 from vlmprobe.datasets import make_manifest
-from vlmprobe.datasets.manifest import read_manifest
 from vlmprobe.embed import embed_manifest, partial_dir
+from vlmprobe.formats.embeddings import read_embeddings
+from vlmprobe.formats.manifest import read_manifest
 from vlmprobe.io import atomic_path, save_figure, write_json, write_parquet, write_text
-from vlmprobe.store import read_embeddings
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 CHUNK = 4  # images per saved chunk, = the batch size: a chunk per batch
@@ -142,7 +142,7 @@ def test_every_writer_in_the_package_goes_through_an_atomic_path():
         # generated dataset images, re-written on every run of the manifest job and decoded before the manifest is written
         "src/vlmprobe/datasets/synthetic_cxr.py": re.compile(r"\.save\(path, format=\"PNG\"\)"),
         # arrays handed to worker processes in a private tempfile.mkdtemp() folder, never an output
-        "src/vlmprobe/umap_grid.py": re.compile(r"np\.save\((scratch|folder) /"),
+        "src/vlmprobe/umap/grid.py": re.compile(r"np\.save\((scratch|folder) /"),
     }
     offenders = []
     for path in sorted((REPO / "src").rglob("*.py")) + sorted((REPO / "scripts").rglob("*.py")):

@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from test_zeroshot import synthetic_manifest
+
 from vlmprobe.embed import embed_manifest
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.finetune import FinetuneOutputs, FinetuneSettings, SimulatedInterruption, linear_layer, load_finetuned, run_finetune
-from vlmprobe.metrics import evaluate_files, read_predictions
-from vlmprobe.store import read_embeddings
-from vlmprobe.zeroshot import run_zero_shot_files
+from vlmprobe.formats.embeddings import read_embeddings
+from vlmprobe.formats.predictions import read_predictions
+from vlmprobe.models.finetuned import linear_layer, load_finetuned
+from vlmprobe.multilabel.finetune import FinetuneOutputs, FinetuneSettings, SimulatedInterruption, run_finetune
+from vlmprobe.multilabel.metrics import evaluate_files
+from vlmprobe.multilabel.zero_shot import run_zero_shot_files
 
 TINY_VIT = {"family": "open_clip", "name": "vlmprobe-vit-tiny", "pretrained": None}
 TINY_RN = {"family": "open_clip", "name": "vlmprobe-rn-tiny", "pretrained": None}
@@ -83,7 +85,7 @@ def test_a_killed_run_resumes_to_the_same_bits(small_manifest, tmp_path, caplog)
         finetune(small_manifest, spec, tmp_path / "killed", settings, stop_after_epoch=1)
     resume = tmp_path / "killed" / "resume"
     assert (resume / "last.pt").is_file() and not (tmp_path / "killed" / "encoder.safetensors").exists()
-    with caplog.at_level(logging.INFO, logger="vlmprobe.finetune"):
+    with caplog.at_level(logging.INFO, logger="vlmprobe.multilabel.finetune"):
         resumed = finetune(small_manifest, spec, tmp_path / "killed", settings)
     assert "resuming tiny" in caplog.text
     assert resumed["resumed_after_epochs"] == [1] and straight["resumed_after_epochs"] == []
@@ -105,7 +107,7 @@ def test_a_killed_run_resumes_to_the_same_bits(small_manifest, tmp_path, caplog)
     with pytest.raises(SimulatedInterruption):
         finetune(small_manifest, spec, tmp_path / "changed", settings, stop_after_epoch=1)
     other = FinetuneSettings(**{**settings.__dict__, "epochs": 1, "lr": 5e-4})
-    with caplog.at_level(logging.INFO, logger="vlmprobe.finetune"):
+    with caplog.at_level(logging.INFO, logger="vlmprobe.multilabel.finetune"):
         fresh = finetune(small_manifest, spec, tmp_path / "changed", other)
     assert fresh["resumed_after_epochs"] == [] and "ignoring the checkpoint" in caplog.text
 
@@ -124,8 +126,8 @@ def test_a_killed_run_resumes_to_the_same_bits(small_manifest, tmp_path, caplog)
 
 
 def embed_manifest_rows(encoder, manifest, n):
-    from vlmprobe.datasets.manifest import read_manifest
-    from vlmprobe.embed import embed_images
+    from vlmprobe.formats.manifest import read_manifest
+    from vlmprobe.models.encode import embed_images
 
     paths = read_manifest(manifest)[0].column("path").to_pylist()[:n]
     return embed_images(encoder, paths, "cpu", batch_size=n, num_workers=0, precision="fp32", progress=False)

@@ -16,13 +16,22 @@ import polars as pl
 import pytest
 
 from vlmprobe.datasets import make_manifest
-from vlmprobe.datasets.manifest import build_group_split, build_manifest, make_group_split, read_group_split, read_manifest
+from vlmprobe.datasets.manifest import build_group_split, build_manifest, make_group_split
 from vlmprobe.datasets.records import Record
-from vlmprobe.datasets.splits import assign_group_splits, assign_splits, iterative_group_stratification
+from vlmprobe.datasets.splits import (
+    assign_group_splits,
+    assign_splits,
+    iterative_group_stratification,
+)
 from vlmprobe.datasets.synthetic_cxr import patient_case, sample_case
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.probes.linear import run_linear_probe, with_group_level
-from vlmprobe.summary import linear_probe_markdown, linear_probe_table, write_linear_probe_summary
+from vlmprobe.formats.manifest import read_group_split, read_manifest
+from vlmprobe.linear_probe.probe import run_linear_probe, with_group_level
+from vlmprobe.linear_probe.summary import (
+    linear_probe_markdown,
+    linear_probe_table,
+    write_linear_probe_summary,
+)
 
 
 def duplicated_identities(n_groups=60, per_group=5, dim=64, noise=0.05, seed=0):
@@ -223,7 +232,7 @@ def test_summary_reports_both_results_and_the_gap(tmp_path):
     write_linear_probe_summary(paths, tmp_path / "s.parquet", tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "s.png", html)
     page = html.read_text()
     assert page.count("<table") == 2 and "Identity leakage" in page and page.rstrip().endswith("</html>")
-    from vlmprobe.summary import write_group_gap_figure
+    from vlmprobe.linear_probe.summary import write_group_gap_figure
 
     write_group_gap_figure(tmp_path / "s.parquet", tmp_path / "gap.png")
     assert (tmp_path / "gap.png").read_bytes()[:4] == b"\x89PNG"
@@ -231,8 +240,8 @@ def test_summary_reports_both_results_and_the_gap(tmp_path):
 
 def test_config_schema_takes_group_and_images_per_patient():
     import yaml
-
     from conftest import REPO
+
     from vlmprobe.config_check import config_problems
 
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())

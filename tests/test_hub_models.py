@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlmprobe import hub_registry
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.models import check_spec, load_encoder
+from vlmprobe.models import check_spec, hub_registry, load_encoder
 
 LLM2CLIP = "microsoft/LLM2CLIP-Openai-L-14-336"
 

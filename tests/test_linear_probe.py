@@ -1,4 +1,4 @@
-"""The poster's LinearSVC protocol (vlmprobe.probes.linear) against scikit-learn, plus its contracts."""
+"""The poster's LinearSVC protocol (vlmprobe.linear_probe.probe) against scikit-learn, plus its contracts."""
 
 from __future__ import annotations
 
@@ -13,12 +13,8 @@ from sklearn.svm import LinearSVC
 
 from vlmprobe.datasets.splits import assign_splits
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.probes.linear import (
-    SpectralPreconditioner,
-    Standardizer,
-    fit_squared_hinge_ovr,
-    run_linear_probe,
-)
+from vlmprobe.linear_probe.probe import run_linear_probe
+from vlmprobe.linear_svc import SpectralPreconditioner, Standardizer, fit_squared_hinge_ovr
 
 
 def clusters(n: int, dim: int, n_classes: int, seed: int, separation: float = 1.0, names=None):

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from vlmprobe import metrics as vm
 from vlmprobe.errors import VlmprobeError
+from vlmprobe.formats.predictions import Predictions, read_predictions, write_predictions
+from vlmprobe.multilabel import metrics as vm
+from vlmprobe.stats import bootstrap_weights
 
 
 def random_case(seed=0, n=60, n_labels=5, dim=8, ties=True):
@@ -71,7 +73,7 @@ def test_undefined_roc_auc_is_left_out_of_the_macro_mean():
 def test_bootstrap_implementation_equals_sklearn_on_resamples(seed):
     """The vectorised weighted metrics equal scikit-learn run on the resampled rows (ties included)."""
     y, s, p, x = random_case(seed)
-    weights = vm.bootstrap_weights(len(y), 3, seed)
+    weights = bootstrap_weights(len(y), 3, seed)
     fast = vm.weighted_metrics(y, s, p, x, weights)
     for b, row_weights in enumerate(weights):
         rows = np.repeat(np.arange(len(y)), row_weights)
@@ -152,7 +154,7 @@ def test_bootstrap_intervals_are_seeded_basic_intervals_with_valid_counts():
     assert first == again
     assert first["exact_match"]["n_valid"] == 200
     assert 0 < first["f1_macro"]["n_valid"] < 200  # resamples without the rare label's positive are skipped
-    values = vm.weighted_metrics(y, s, p, x, vm.bootstrap_weights(len(y), 200, 11))["lrap"]
+    values = vm.weighted_metrics(y, s, p, x, bootstrap_weights(len(y), 200, 11))["lrap"]
     estimate = skm.label_ranking_average_precision_score(y, s)
     q_low, q_high = np.quantile(values, [0.025, 0.975])
     assert first["lrap"]["low"] == pytest.approx(max(0.0, 2 * estimate - q_high))
@@ -190,7 +192,7 @@ def test_evaluate_reports_everything_and_is_json_safe():
 
 
 def test_predictions_round_trip_and_are_checked_against_the_manifest(tmp_path):
-    predictions = vm.Predictions(
+    predictions = Predictions(
         sample_ids=["a", "b"],
         scores=np.array([[0.1, 0.9], [0.7, 0.2]]),
         predicted=np.array([[False, True], [True, False]]),
@@ -198,20 +200,20 @@ def test_predictions_round_trip_and_are_checked_against_the_manifest(tmp_path):
         metadata={"setting": "lp", "wall_time_s": 1.5},
     )
     path = tmp_path / "p.parquet"
-    vm.write_predictions(path, predictions)
-    back = vm.read_predictions(path)
+    write_predictions(path, predictions)
+    back = read_predictions(path)
     assert back.sample_ids == ["a", "b"] and back.classes == ["x", "y"]
     np.testing.assert_array_equal(back.scores, predictions.scores)
     np.testing.assert_array_equal(back.predicted, predictions.predicted)
     assert back.metadata["setting"] == "lp"
     with pytest.raises(VlmprobeError, match="unreadable"):
-        vm.read_predictions(tmp_path / "missing.parquet")
+        read_predictions(tmp_path / "missing.parquet")
 
 
 def test_summary_table_marks_best_and_worst_and_lists_skipped(tmp_path):
     import polars as pl
 
-    from vlmprobe.multilabel_summary import write_multilabel_summary
+    from vlmprobe.multilabel.summary import write_multilabel_summary
 
     y, s, p, x = random_case(9)
     classes = [f"l{i}" for i in range(y.shape[1])]

@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
+from conftest import PIXELS, TINY_RN, TINY_VIT
 from PIL import Image
 
-from conftest import PIXELS, TINY_RN, TINY_VIT
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.models import check_spec, load_encoder
 
@@ -93,7 +93,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
 
 
 def test_local_dir_route(tmp_path):
-    from vlmprobe.models.open_clip_family import CONFIG_DIR
+    from vlmprobe.models.families.open_clip_family import CONFIG_DIR
 
     source = load_encoder("m", TINY_VIT).extras["open_clip_model"]
     folder = tmp_path / "staged"

@@ -10,18 +10,11 @@ from sklearn import metrics as skm
 from vlmprobe.datasets.manifest import build_manifest, write_manifest
 from vlmprobe.datasets.records import Record
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.metrics import evaluate_files, read_predictions
-from vlmprobe.probes.multilabel import (
-    LinearHead,
-    f1_optimal_thresholds,
-    fit_probe,
-    load_head,
-    run_probe_files,
-    save_head,
-    sigmoid,
-    softmax,
-)
-from vlmprobe.store import write_embeddings
+from vlmprobe.formats.embeddings import write_embeddings
+from vlmprobe.formats.heads import LinearHead, load_head, save_head, sigmoid, softmax
+from vlmprobe.formats.predictions import read_predictions
+from vlmprobe.multilabel.linear_probe import f1_optimal_thresholds, fit_probe, run_probe_files
+from vlmprobe.multilabel.metrics import evaluate_files
 
 
 def planted(n=150, n_labels=4, dim=12, seed=0):

@@ -17,7 +17,7 @@ from vlmprobe.datasets.synthetic_cxr import (
     sample_case,
 )
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.nuisance import (
+from vlmprobe.nuisance.probes import (
     adjusted_r2,
     linear_cka,
     nuisance_probe,
@@ -241,7 +241,7 @@ def test_shortcut_curve_needs_every_test_cell():
 
 def test_summaries_and_figures(tmp_path, probed):
     from vlmprobe.io import write_json
-    from vlmprobe.nuisance_summary import write_nuisance_summary, write_shortcut_summary
+    from vlmprobe.nuisance.summary import write_nuisance_summary, write_shortcut_summary
 
     _, _, result, _ = probed
     paths = []
@@ -269,8 +269,8 @@ def test_summaries_and_figures(tmp_path, probed):
 
 def test_umap_grid_redrawn_coloured_by_a_nuisance(tmp_path, image_folder):
     from vlmprobe.datasets import make_manifest
-    from vlmprobe.umap_grid import GridResult, read_grid, write_grid
-    from vlmprobe.umap_stage import nuisance_grid_figure
+    from vlmprobe.umap.grid import GridResult, read_grid, write_grid
+    from vlmprobe.umap.stage import nuisance_grid_figure
 
     manifest = tmp_path / "m.parquet"
     make_manifest("folder", {"kind": "imagefolder", "root": str(image_folder)}, 0, 0.2, 5, manifest, tmp_path / "d", tmp_path)
@@ -293,7 +293,7 @@ def test_umap_grid_redrawn_coloured_by_a_nuisance(tmp_path, image_folder):
     nuisance_grid_figure(manifest, tmp_path / "c.parquet", tmp_path / "q.parquet", figure, "meta_side", "coloured by side")
     assert figure.read_bytes()[:8] == PNG
     # the panels' S scores the nuisance: a cell that separates left from right scores high, a random one low
-    from vlmprobe.umap_stage import rescored_silhouette
+    from vlmprobe.umap.stage import rescored_silhouette
 
     codes = np.array([-1 if v is None else int(v == "left") for v in values])
     grid.coords[0, 0] = rng.normal(scale=0.1, size=(len(ids), 2)) + 5.0 * np.maximum(codes, 0)[:, None]

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 
+import miniatures
 import polars as pl
 import pytest
 import yaml
-
-import miniatures
 from conftest import REPO, TINY_VIT
-from vlmprobe.datasets.manifest import read_manifest
-from vlmprobe.datasets.protocol_splits import uid_split
 from workflow_helpers import snakemake
+
+from vlmprobe.datasets.protocol_splits import uid_split
+from vlmprobe.formats.manifest import read_manifest
 
 pytestmark = pytest.mark.workflow
 

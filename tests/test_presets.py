@@ -10,17 +10,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import miniatures
 import polars as pl
 import pytest
 import yaml
-
-import miniatures
 from conftest import REPO
+
 from vlmprobe.datasets import kind_module, make_manifest
-from vlmprobe.datasets.manifest import make_group_split, read_manifest
+from vlmprobe.datasets.manifest import make_group_split
 from vlmprobe.errors import VlmprobeError
+from vlmprobe.formats.manifest import read_manifest
 from vlmprobe.models import check_spec
-from vlmprobe.reference_compare import reference_table
+from vlmprobe.reference.compare import reference_table
 
 STUDIES = REPO / "config" / "studies"
 PRESETS = ("takeda2025", "sadman2025")

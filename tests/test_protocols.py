@@ -1,4 +1,4 @@
-"""The paper protocols piece by piece, each against a direct computation written here (``vlmprobe.protocols``,
+"""The paper protocols piece by piece, each against a direct computation written here (``vlmprobe.multilabel.protocols``,
 ``vlmprobe.datasets.protocol_splits``, the IU-Xray label CSV, the Takeda F-score rule)."""
 
 from __future__ import annotations
@@ -6,17 +6,17 @@ from __future__ import annotations
 import json
 import math
 
+import miniatures
 import numpy as np
 import pytest
 
-import miniatures
 from vlmprobe.datasets import make_manifest
-from vlmprobe.datasets.iu_xray import CHEXPERT_CLASSES
-from vlmprobe.datasets.manifest import read_manifest
 from vlmprobe.datasets.protocol_splits import uid_split
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.metrics import evaluate
-from vlmprobe.protocols import (
+from vlmprobe.formats.manifest import read_manifest
+from vlmprobe.labels import CHEXPERT_CLASSES
+from vlmprobe.multilabel.metrics import evaluate
+from vlmprobe.multilabel.protocols import (
     class_priority,
     first_positive,
     fit_linear_head,
@@ -220,7 +220,7 @@ def test_numpy_linear_probe_equals_torch_adamw_with_cosine_schedule():
 def test_takeda_fscore_rule_binary_or_macro():
     from sklearn.metrics import f1_score
 
-    from vlmprobe.probes.linear import run_linear_probe
+    from vlmprobe.linear_probe.probe import run_linear_probe
 
     rng = np.random.default_rng(1)
     labels = np.array(["normal"] * 30 + ["pneumonia"] * 90)  # imbalanced 1:3, as PneumoniaMNIST
@@ -266,7 +266,6 @@ def test_the_takeda_fscore_choices_follow_from_the_posters_pairs():
     assert b_low <= 0.87 <= b_high and not m_low <= 0.87 <= m_high
     assert (round(b_low, 3), round(b_high, 3)) == (0.859, 0.89) and (round(m_low, 3), round(m_high, 3)) == (0.759, 0.823)
     import yaml
-
     from conftest import REPO
 
     datasets = yaml.safe_load((REPO / "config" / "studies" / "takeda2025.yaml").read_text())["datasets"]
@@ -292,10 +291,11 @@ def tiny_study(tmp_path_factory):
 def test_paper_zero_shot_is_the_raw_dot_product_with_bare_class_names(tiny_study, tmp_path):
     import torch
 
-    from vlmprobe.metrics import evaluate_files, read_predictions
+    from vlmprobe.formats.embeddings import aligned
+    from vlmprobe.formats.predictions import read_predictions
     from vlmprobe.models import load_encoder
-    from vlmprobe.store import aligned
-    from vlmprobe.zeroshot import run_zero_shot_files
+    from vlmprobe.multilabel.metrics import evaluate_files
+    from vlmprobe.multilabel.zero_shot import run_zero_shot_files
 
     manifest, embeddings, spec = tiny_study
     path = tmp_path / "zs.parquet"
@@ -319,9 +319,10 @@ def test_paper_zero_shot_is_the_raw_dot_product_with_bare_class_names(tiny_study
 
 
 def test_paper_linear_probe_job_writes_row_min_max_decisions_of_its_head(tiny_study, tmp_path):
-    from vlmprobe.metrics import read_predictions
-    from vlmprobe.probes.multilabel import load_head, run_probe_files
-    from vlmprobe.store import aligned
+    from vlmprobe.formats.embeddings import aligned
+    from vlmprobe.formats.heads import load_head
+    from vlmprobe.formats.predictions import read_predictions
+    from vlmprobe.multilabel.linear_probe import run_probe_files
 
     manifest, embeddings, spec = tiny_study
     run_probe_files(manifest, embeddings, spec, tmp_path / "lp.parquet", tmp_path / "lp.head.safetensors", protocol="sadman2025")
@@ -338,8 +339,8 @@ def test_paper_linear_probe_job_writes_row_min_max_decisions_of_its_head(tiny_st
 def test_paper_finetuning_uses_the_notebooks_settings(tiny_study, tmp_path):
     from test_finetune import TINY_RN, finetune
 
-    from vlmprobe.finetune import FinetuneSettings
-    from vlmprobe.metrics import read_predictions
+    from vlmprobe.formats.predictions import read_predictions
+    from vlmprobe.multilabel.finetune import FinetuneSettings
 
     manifest, _, _ = tiny_study
     info = finetune(manifest, {**TINY_RN, "image_size": 32}, tmp_path / "ft", FinetuneSettings(epochs=1, lr=1.0, protocol="sadman2025"))

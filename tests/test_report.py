@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from headless_chromium import BrowserError, HeadlessChromium, find_browser
 from tiny_study import local_run, run_or_fail
 

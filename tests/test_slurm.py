@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from rule_files import workflow_rules
 from slurm_cluster import SlurmCluster, unavailable_reason
 from tiny_study import REPO, local_run, run_or_fail, shared_dataset, write_config

@@ -3,12 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import PIXELS, TINY_VIT
+
 from vlmprobe.datasets import make_manifest
 from vlmprobe.embed import embed_manifest
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.store import aligned, read_embeddings, write_embeddings
+from vlmprobe.formats.embeddings import aligned, read_embeddings, write_embeddings
 
 
 def test_round_trip_keeps_values_ids_and_provenance(tmp_path):

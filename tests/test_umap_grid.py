@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.umap_grid import (
+from vlmprobe.umap.grid import (
     compute_grid,
     exact_cosine_knn,
     input_rank_table,
@@ -52,7 +52,7 @@ def _quiet_umap():
 
 
 def test_n_neighbors_at_or_above_the_sample_count_are_dropped_with_a_note(caplog):
-    with caplog.at_level(logging.INFO, logger="vlmprobe.umap_grid"):
+    with caplog.at_level(logging.INFO, logger="vlmprobe.umap.grid"):
         kept, dropped = valid_n_neighbors([1000, 3, 15, 100, 15, 99], 100)
     assert kept == [3, 15, 99]
     assert dropped == [100, 1000]
@@ -97,7 +97,7 @@ def test_exact_knn_matches_brute_force_cosine_search():
 def test_tau_generator_is_umaps():
     from umap.utils import tau_rand_int
 
-    from vlmprobe.umap_grid import _tau_rand_int
+    from vlmprobe.umap.grid import _tau_rand_int
 
     states = np.random.RandomState(3).randint(-(2**62), 2**62, size=(50, 3)).astype(np.int64)
     ours, theirs = states.copy(), states.copy()
@@ -161,7 +161,7 @@ def test_worker_processes_give_the_in_process_result(grid, blobs):
 
 def test_tiny_table_keeps_what_fits(caplog):
     data = np.random.RandomState(4).normal(size=(12, 6)).astype(np.float32)
-    with caplog.at_level(logging.INFO, logger="vlmprobe.umap_grid"):
+    with caplog.at_level(logging.INFO, logger="vlmprobe.umap.grid"):
         result = compute_grid(data, [3, 11, 50], [0.5], seed=0, n_jobs=1)
     assert result.n_neighbors == [3, 11] and result.dropped_n_neighbors == [50]
     assert np.isfinite(result.coords).all()
@@ -219,7 +219,7 @@ def test_written_tables_round_trip(grid, blobs, tmp_path):
 
 def test_grid_figure_is_a_png_of_the_expected_layout(grid, blobs, tmp_path):
     from vlmprobe.io import save_figure
-    from vlmprobe.umap_figures import plot_grid
+    from vlmprobe.umap.figures import plot_grid
 
     labels = [f"class {c}" for c in blobs[1]]
     fig = plot_grid(grid, labels, "blobs / test model")
@@ -242,7 +242,7 @@ def test_grid_figure_is_a_png_of_the_expected_layout(grid, blobs, tmp_path):
 
 def test_models_figure_and_multilabel_colours(grid, tmp_path):
     from vlmprobe.io import save_figure
-    from vlmprobe.umap_figures import multilabel_colour_labels, plot_models_at_cell
+    from vlmprobe.umap.figures import multilabel_colour_labels, plot_models_at_cell
 
     indicator = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1]])
     classes = ["effusion", "nodule", "no finding"]

@@ -6,9 +6,9 @@ import numpy as np
 import polars as pl
 
 from vlmprobe.datasets import make_manifest
-from vlmprobe.store import write_embeddings
-from vlmprobe.summary import umap_quality_summary
-from vlmprobe.umap_stage import dataset_summary, grid_for_table
+from vlmprobe.formats.embeddings import write_embeddings
+from vlmprobe.umap.stage import dataset_summary, grid_for_table
+from vlmprobe.umap.summary import umap_quality_summary
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO, TINY_VIT
-from vlmprobe.checkpoints import load_state_dict, verify_checkpoint
+
 from vlmprobe.datasets import make_manifest
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.models import check_spec, load_encoder
+from vlmprobe.models.checkpoints import load_state_dict, verify_checkpoint
 
 
 class Payload:
@@ -98,7 +98,7 @@ def test_every_family_checkpoint_route_refuses_it(tmp_path, marker, family, how)
 
 
 def test_open_clip_local_dir_route_refuses_it(tmp_path, marker):
-    from vlmprobe.models.open_clip_family import CONFIG_DIR
+    from vlmprobe.models.families.open_clip_family import CONFIG_DIR
 
     folder = tmp_path / "staged"
     folder.mkdir()

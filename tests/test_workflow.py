@@ -9,9 +9,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-
 from conftest import PIXELS, TINY_VIT
-from workflow_helpers import make_folder_dataset, planned_outputs, snakemake, tiny_config
+from workflow_helpers import (
+    make_folder_dataset,
+    planned_outputs,
+    snakemake,
+    tiny_config,
+)
 
 pytestmark = pytest.mark.workflow
 

@@ -10,16 +10,10 @@ from vlmprobe.datasets.records import Box, Record
 from vlmprobe.datasets.synthetic_cxr import generate_synthetic_cxr
 from vlmprobe.embed import embed_manifest
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.metrics import evaluate_files, read_predictions
-from vlmprobe.zeroshot import (
-    NO_TEXT_TOWER,
-    class_text_embeddings,
-    cosine_scores,
-    decide,
-    render_prompts,
-    run_zero_shot_files,
-    supports_zero_shot,
-)
+from vlmprobe.formats.predictions import read_predictions
+from vlmprobe.models.prompts import class_text_embeddings, render_prompts
+from vlmprobe.multilabel.metrics import evaluate_files
+from vlmprobe.multilabel.zero_shot import NO_TEXT_TOWER, cosine_scores, decide, run_zero_shot_files, supports_zero_shot
 
 TINY_VIT = {"family": "open_clip", "name": "vlmprobe-vit-tiny", "pretrained": None}
 PIXELS = {"family": "pixels", "image_size": 8}

@@ -18,132 +18,21 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vlmprobe.datasets.manifest import read_manifest
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.images import load_image
+from vlmprobe.formats.embeddings import FORMAT_VERSION, write_embeddings
+from vlmprobe.formats.manifest import read_manifest
 from vlmprobe.io import atomic_path, write_json
-from vlmprobe.store import FORMAT_VERSION, write_embeddings
+from vlmprobe.models.encode import embed_batches
+from vlmprobe.runtime import autocast_dtype, package_versions, resolve_device
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class BadImage:
-    """An image that failed to decode in a DataLoader worker, carried to the main process as data.
-
-    An exception raised in a worker reaches the main process re-built from its formatted traceback,
-    so a :class:`VlmprobeError` would arrive as pages of traceback instead of its one-line message.
-    """
-
-    problem: str
-    fix: str | None
-
-
-class ManifestImages:
-    """A map-style dataset over manifest paths, applying the model's own preprocessing."""
-
-    def __init__(self, paths: list[str], preprocess):
-        self.paths = paths
-        self.preprocess = preprocess
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        try:
-            return self.preprocess(load_image(self.paths[index]))
-        except VlmprobeError as error:
-            return BadImage(error.problem, error.fix)
-
-
-def collate_images(items: list):
-    """Stack a batch, or pass on its first :class:`BadImage` for the main process to raise."""
-    import torch
-
-    for item in items:
-        if isinstance(item, BadImage):
-            return item
-    return torch.stack(items)
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise VlmprobeError(f"Device {device!r} was requested but CUDA is not available here.", "set `embedding: device: auto` or run on a GPU node.")
-    return device
-
-
-def autocast_dtype(device: str, precision: str):
-    import torch
-
-    if not device.startswith("cuda") or precision == "fp32":
-        return None
-    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version()}
-    for name in ("vlmprobe", "torch", "torchvision", "open_clip_torch", "timm", "numpy", "pyarrow"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return versions
-
-
-def embed_batches(encoder, paths: list[str], device: str, batch_size: int, num_workers: int, precision: str, progress: bool = True) -> Iterator[np.ndarray]:
-    """Yield the (batch, D) float32 embeddings of ``paths``, batch by batch, in order."""
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    loader = DataLoader(
-        ManifestImages(paths, encoder.preprocess),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=collate_images,
-        pin_memory=device.startswith("cuda"),
-        prefetch_factor=4 if num_workers > 0 else None,
-        persistent_workers=False,
-    )
-    dtype = autocast_dtype(device, precision)
-    # channels-last is the layout oneDNN (CPU) and cuDNN (tensor cores) convolve fastest: 1.3x for a
-    # ResNet-18 forward on 2 CPU cores; a ViT only has its patch embedding to convert
-    encoder.image_module.eval().to(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        for batch in tqdm(loader, desc=f"embed {encoder.model_id}", unit="batch", disable=not progress, mininterval=5):
-            if isinstance(batch, BadImage):
-                raise VlmprobeError(batch.problem, batch.fix)
-            batch = batch.to(device, non_blocking=True, memory_format=torch.channels_last)
-            if dtype is not None:
-                with torch.autocast(device_type="cuda", dtype=dtype):
-                    features = encoder.encode_image(batch)
-            else:
-                features = encoder.encode_image(batch)
-            yield features.float().cpu().numpy()
-
-
-def embed_images(encoder, paths: list[str], device: str, batch_size: int, num_workers: int, precision: str, progress: bool = True) -> np.ndarray:
-    chunks = list(embed_batches(encoder, paths, device, batch_size, num_workers, precision, progress))
-    return np.concatenate(chunks, axis=0) if chunks else np.zeros((0, encoder.embed_dim), np.float32)
 
 
 def partial_dir(out_path: str | Path) -> Path:

@@ -4,7 +4,7 @@ import re
 
 from vlmprobe.datasets import is_multilabel
 from vlmprobe.models.base import looks_like_path
-from vlmprobe.store import FORMAT_VERSION
+from vlmprobe.formats.embeddings import FORMAT_VERSION
 
 DATASETS = list(config["datasets"])
 MODELS = list(config["models"])

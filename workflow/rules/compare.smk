@@ -1,4 +1,4 @@
-# Paired model comparisons (vlmprobe.compare): every pair of models of a dataset on the same test samples,
+# Paired model comparisons (vlmprobe.compare.paired): every pair of models of a dataset on the same test samples,
 # paired bootstrap intervals, exact McNemar / permutation tests, Holm per dataset and metric.
 PATHS.update(
     {

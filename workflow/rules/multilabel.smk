@@ -3,8 +3,8 @@
 # metrics job per setting (bootstrap intervals); summary_multilabel (aggregate.smk) makes the table.
 # zs and lp read the cached embedding table (no image is embedded again); ft trains on the images [GPU].
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.finetune import supports_finetuning
-from vlmprobe.zeroshot import NO_TEXT_TOWER, supports_zero_shot
+from vlmprobe.multilabel.finetune import supports_finetuning
+from vlmprobe.multilabel.zero_shot import NO_TEXT_TOWER, supports_zero_shot
 
 PATHS.update(
     {
@@ -21,7 +21,7 @@ PATHS.update(
     }
 )
 MULTILABEL = config["multilabel"]
-# vlmprobe (ours) or sadman2025 (the paper's notebook), vlmprobe.protocols
+# vlmprobe (ours) or sadman2025 (the paper's notebook), vlmprobe.multilabel.protocols
 PROTOCOL = MULTILABEL["protocol"]
 # A paper protocol travels in the jobs' params; the default adds nothing, so results made before protocols existed stay valid.
 PROTOCOL_PARAMS = (

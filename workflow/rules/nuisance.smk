@@ -1,4 +1,4 @@
-# Nuisance probes (vlmprobe.nuisance): what an embedding encodes besides the diagnosis -- the meta_* columns a
+# Nuisance probes (vlmprobe.nuisance.probes): what an embedding encodes besides the diagnosis -- the meta_* columns a
 # dataset names in `nuisances` -- with chance levels and variance shares, the UMAP grid coloured by each
 # nuisance, and the shortcut-sensitivity curve of a synthetic-cxr `shortcut` marker. Cached tables only.
 from vlmprobe.errors import VlmprobeError

@@ -15,7 +15,6 @@ from vlmprobe.datasets.records import DatasetContext, Record, spec_value
 from vlmprobe.errors import VlmprobeError
 
 
-
 def read_rows(csv_path: Path, dataset: str, separator: str = ",") -> list[dict[str, str]]:
     if not csv_path.is_file():
         raise VlmprobeError(

@@ -11,7 +11,6 @@ from vlmprobe.datasets.records import DatasetContext, Record
 from vlmprobe.io import atomic_path
 
 
-
 def load_records(spec: dict[str, Any], ctx: DatasetContext) -> list[Record]:
     from sklearn.datasets import load_digits
 

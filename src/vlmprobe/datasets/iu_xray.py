@@ -57,6 +57,7 @@ from vlmprobe.datasets.csv_manifest import read_rows, require_columns, resolve_i
 from vlmprobe.datasets.records import DatasetContext, Record, spec_value
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.io import write_json, write_text
+from vlmprobe.labels import CHEXPERT_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +66,6 @@ PROJECTION_COLUMNS = ("uid", "filename", "projection")
 SOURCES = {"problems": "Problems", "mesh": "MeSH"}
 CASES = ("lower", "title", "keep")
 STATS_JSON = "label_stats.json"
-CHEXPERT_CLASSES = (
-    "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia",
-    "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices", "No Finding",
-)
-"""The 14 CheXpert classes in CheXpert's column order (the order of Sadman et al.'s notebook)."""
 UNCERTAIN_POLICIES = ("zeros", "ones")
 LABEL_KEYS = ("uid", "filename")
 COOCCURRENCE_CSV = "label_cooccurrence.csv"

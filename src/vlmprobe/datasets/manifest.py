@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from vlmprobe.datasets.records import Record
 from vlmprobe.datasets.splits import (
@@ -36,6 +35,7 @@ from vlmprobe.datasets.splits import (
     check_split_coverage,
 )
 from vlmprobe.errors import VlmprobeError
+from vlmprobe.formats.manifest import read_manifest
 from vlmprobe.images import load_image
 from vlmprobe.io import write_parquet
 
@@ -205,16 +205,6 @@ def write_manifest(path: str | Path, table: pa.Table) -> None:
     write_parquet(path, table)
 
 
-def read_manifest(path: str | Path) -> tuple[pa.Table, dict[str, Any]]:
-    """Return the manifest table and its provenance metadata."""
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as error:
-        raise VlmprobeError(f"Manifest {str(path)!r} is missing or unreadable: {error}.", "re-run the workflow to rebuild it.") from error
-    metadata = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
-    return table, metadata
-
-
 # --------------------------------------------------------------------------------------------
 # The group-aware split: a side table of the manifest
 
@@ -283,16 +273,3 @@ def make_group_split(manifest_path: str | Path, column: str, out_path: str | Pat
     write_parquet(out_path, build_group_split(table, provenance, column))
 
 
-def read_group_split(path: str | Path, sample_ids: list[str]) -> tuple[list[str], list[int | None], dict[str, Any]]:
-    """``group_split``, ``group_fold`` in the order of ``sample_ids`` (the manifest's), and the split's record."""
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowInvalid) as error:
-        raise VlmprobeError(f"Group split {str(path)!r} is missing or unreadable: {error}.", "re-run the workflow to rebuild it.") from error
-    if table.column("sample_id").to_pylist() != list(sample_ids):
-        raise VlmprobeError(
-            f"Group split {str(path)!r} lists other samples than its manifest.",
-            "delete it and re-run the workflow so it is rebuilt from the current manifest.",
-        )
-    info = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
-    return table.column("group_split").to_pylist(), table.column("group_fold").to_pylist(), info

@@ -28,15 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from vlmprobe.errors import VlmprobeError
-
-
-def label_matrix(labels: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
-    index = {name: i for i, name in enumerate(classes)}
-    matrix = np.zeros((len(labels), len(classes)), dtype=np.int8)
-    for row, names in enumerate(labels):
-        for name in names:
-            matrix[row, index[name]] = 1
-    return matrix
+from vlmprobe.formats.manifest import label_matrix
 
 
 def minimum_class_size(n_folds: int, test_fraction: float) -> int:
@@ -76,7 +68,10 @@ def assign_splits(
     n = len(labels)
     indices = np.arange(n)
     if multilabel:
-        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
+        from iterstrat.ml_stratifiers import (
+            MultilabelStratifiedKFold,
+            MultilabelStratifiedShuffleSplit,
+        )
 
         y = label_matrix(labels, classes)
         holdout = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)

@@ -1,12 +1,20 @@
-"""Model families. Every module in this package registers one family on import, so adding a
-family is adding one file."""
+"""Models behind one interface (:mod:`vlmprobe.models.base`). Every module in ``vlmprobe.models.families``
+registers one family on import, so adding a family is adding one file there."""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
 
-from vlmprobe.models.base import FAMILIES, Encoder, ModelFamily, check_spec, family_of, load_encoder, register_family
+from vlmprobe.models.base import (
+    FAMILIES,
+    Encoder,
+    ModelFamily,
+    check_spec,
+    family_of,
+    load_encoder,
+    register_family,
+)
 
 _loaded = False
 
@@ -15,9 +23,10 @@ def load_families() -> None:
     global _loaded
     if _loaded:
         return
-    for module in pkgutil.iter_modules(__path__):
-        if module.name != "base":
-            importlib.import_module(f"{__name__}.{module.name}")
+    from vlmprobe.models import families
+
+    for module in pkgutil.iter_modules(families.__path__):
+        importlib.import_module(f"{families.__name__}.{module.name}")
     _loaded = True
 
 

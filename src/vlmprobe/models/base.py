@@ -17,6 +17,11 @@ from typing import Any
 from vlmprobe.errors import VlmprobeError
 
 FAMILIES: dict[str, ModelFamily] = {}
+# The fix every family gives when weights are not available offline.
+OFFLINE_FIX = (
+    "on a machine with internet, download the weights (e.g. `huggingface-cli download <repo>` or open_clip's "
+    "download on first use), copy them to the cluster, and point `name: local-dir:<folder>` or `pretrained: <file>` at them."
+)
 
 
 @dataclass
@@ -32,7 +37,7 @@ class Encoder:
     embed_dim: int
     checkpoint_sha256: str | None = None
     checkpoint_fit: dict[str, Any] | None = None
-    """What was done to fit a checkpoint file to the architecture (:class:`vlmprobe.checkpoints.CheckpointFit`)."""
+    """What was done to fit a checkpoint file to the architecture (:class:`vlmprobe.models.checkpoints.CheckpointFit`)."""
     text_encoder: Callable[[Sequence[str]], Any] | None = None
     """Texts -> text embeddings (N, D) in the image embedding space, for zero-shot."""
     extras: dict[str, Any] = field(default_factory=dict)
@@ -99,7 +104,7 @@ def family_of(model_id: str, spec: dict[str, Any]) -> ModelFamily:
 def check_spec(model_id: str, spec: dict[str, Any]) -> None:
     """The offline check: the family's own (names, tags, files exist), then every local weights file is
     opened safely and cheaply, so a corrupt, truncated or pickled checkpoint fails before any job is queued."""
-    from vlmprobe.checkpoints import verify_checkpoint
+    from vlmprobe.models.checkpoints import verify_checkpoint
 
     family = family_of(model_id, spec)
     family.check(model_id, spec)

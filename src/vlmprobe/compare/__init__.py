@@ -1,0 +1,1 @@
+"""Paired model comparisons on the same test samples."""

@@ -1,0 +1,1 @@
+"""Grad-CAM heatmaps per (dataset, model, setting), scored against annotations, with figures and a summary."""

@@ -1,0 +1,47 @@
+"""``pixels``: the resized image itself as the embedding, an honest no-weights baseline.
+
+A model that does no better than raw pixels on a dataset has learned nothing useful for it.
+``image_size`` (default 32) and ``grayscale`` (default true; medical images are mostly gray) set the
+vector: 32 x 32 gray pixels -> 1,024-D, scaled to [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlmprobe.models.base import (
+    Encoder,
+    ModelFamily,
+    describe_transform,
+    register_family,
+)
+
+
+@register_family
+class PixelsFamily(ModelFamily):
+    name = "pixels"
+
+    def check(self, model_id: str, spec: dict[str, Any]) -> None:
+        return None
+
+    def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
+        import torch
+        from torchvision import transforms
+
+        size = int(spec.get("image_size", 32))
+        grayscale = bool(spec.get("grayscale", True))
+        steps = [transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BILINEAR, antialias=True)]
+        if grayscale:
+            steps.append(transforms.Grayscale(num_output_channels=1))
+        steps.append(transforms.ToTensor())
+        preprocess = transforms.Compose(steps)
+        channels = 1 if grayscale else 3
+        return Encoder(
+            model_id=model_id,
+            family=self.name,
+            spec=spec,
+            image_module=torch.nn.Flatten().to(device),
+            preprocess=preprocess,
+            preprocess_info={"image_size": size, "grayscale": grayscale, "transform": describe_transform(preprocess)},
+            embed_dim=channels * size * size,
+        )

@@ -1,0 +1,127 @@
+"""``timm``: any timm image model as a feature extractor (classifier removed, pooled features).
+
+``pretrained``: true (timm's default weights for the name, downloaded on first use), false/null
+(random init), or a checkpoint file. ``name`` may be ``hf-hub:org/repo`` (e.g. ``hf-hub:MahmoodLab/UNI``).
+Preprocessing is timm's own data config for the model (``resolve_data_config``); ``image_size``
+overrides the input size and ``preprocess: {mean, std, interpolation, crop_pct, crop_mode}`` the rest
+(for a checkpoint trained with another normalisation); ``kwargs`` go to ``timm.create_model``.
+A checkpoint file is fitted by :func:`vlmprobe.models.checkpoints.load_checkpoint_into`, with the
+architecture module's own ``checkpoint_filter_fn`` (timm's remapping of original releases).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vlmprobe.errors import VlmprobeError
+from vlmprobe.models.base import (
+    OFFLINE_FIX,
+    Encoder,
+    ModelFamily,
+    describe_transform,
+    register_family,
+    unknown_name_error,
+)
+
+
+def _head_prefixes(model) -> tuple[str, ...]:
+    """The classifier's key prefixes (timm's ``pretrained_cfg['classifier']``): a checkpoint's head of any size is dropped."""
+    head = model.pretrained_cfg.get("classifier", "head")
+    return tuple(f"{h}." for h in ((head,) if isinstance(head, str) else head))
+
+
+def _checkpoint_filter(model):
+    """The architecture module's own ``checkpoint_filter_fn``: timm's remapping of original releases
+    (JAX/DeiT/OpenAI key names, position-embedding resampling), the one timm applies to its own weights."""
+    import sys
+
+    return getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+
+
+def _fitting_architectures(checkpoint, name: str, kwargs: dict[str, Any]) -> list[str]:
+    import timm
+
+    from vlmprobe.models.checkpoints import architectures_fitting, close_names
+
+    def build(candidate: str):
+        model = timm.create_model(candidate, pretrained=False, num_classes=0, **kwargs)
+        return model, _head_prefixes(model)
+
+    return architectures_fitting(checkpoint, close_names(name, timm.list_models()), build)
+
+
+#: ``preprocess:`` keys passed to timm's ``resolve_data_config``: a converted checkpoint file may have
+#: been trained with another normalisation than timm's default for the architecture.
+PREPROCESS_KEYS = frozenset({"mean", "std", "interpolation", "crop_pct", "crop_mode"})
+
+
+@register_family
+class TimmFamily(ModelFamily):
+    name = "timm"
+
+    def check(self, model_id: str, spec: dict[str, Any]) -> None:
+        import timm
+
+        name = str(spec["name"])
+        unknown = sorted(set(spec.get("preprocess") or {}) - PREPROCESS_KEYS)
+        if unknown:
+            raise VlmprobeError(f"Model {model_id!r}: `preprocess` keys {unknown} are not timm data-config keys.", f"use {sorted(PREPROCESS_KEYS)}.")
+        if name.startswith(("hf-hub:", "hf_hub:")):
+            from vlmprobe.models.hub_registry import check_timm_hub, strip_hub_prefix
+
+            check_timm_hub(model_id, strip_hub_prefix(name))  # local HF cache or vendored record; see hub_registry
+            return
+        base = name.split(".")[0]
+        if not timm.is_model(base):
+            raise unknown_name_error("timm model", name, timm.list_models(), model_id, "use a name from timm.list_models() or hf-hub:org/repo.")
+        pretrained = spec.get("pretrained")
+        if isinstance(pretrained, str) and not Path(pretrained).is_file():
+            raise VlmprobeError(f"Model {model_id!r}: checkpoint file {pretrained!r} does not exist.", "copy the weights there or correct `pretrained:`.")
+        if pretrained is True and not timm.list_pretrained(name) and not timm.list_pretrained(f"{name}.*"):
+            raise VlmprobeError(f"Model {model_id!r}: timm has no pretrained weights for {name!r}.", "set `pretrained: false` or pick a tagged name.")
+
+    def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
+        import timm
+        from timm.data import create_transform, resolve_data_config
+
+        from vlmprobe.models.checkpoints import load_checkpoint_into, sha256
+
+        name = str(spec["name"])
+        pretrained = spec.get("pretrained")
+        kwargs = dict(spec.get("kwargs", {}))
+        try:
+            model = timm.create_model(name, pretrained=pretrained is True, num_classes=0, **kwargs)
+        except Exception as error:  # noqa: BLE001
+            raise VlmprobeError(
+                f"Model {model_id!r}: timm could not create {name!r} (pretrained={pretrained!r}): {type(error).__name__}: {str(error)[:300]}.",
+                OFFLINE_FIX,
+            ) from error
+        digest = fit = None
+        if isinstance(pretrained, str):
+            fit = load_checkpoint_into(
+                model, pretrained, name,
+                head_prefixes=_head_prefixes(model),
+                filter_fn=_checkpoint_filter(model),
+                key=spec.get("checkpoint_key"),
+                alternatives=lambda checkpoint: _fitting_architectures(checkpoint, name, kwargs),
+            ).as_metadata()
+            digest = sha256(pretrained)
+        overrides = {"input_size": (3, int(spec["image_size"]), int(spec["image_size"]))} if spec.get("image_size") else {}
+        for key, value in dict(spec.get("preprocess") or {}).items():  # keys vetted by check()
+            overrides[key] = tuple(value) if isinstance(value, list) else value
+        data_config = resolve_data_config(overrides, model=model)
+        preprocess = create_transform(**data_config, is_training=False)
+        model.eval().to(device)
+        return Encoder(
+            model_id=model_id,
+            family=self.name,
+            spec=spec,
+            image_module=model,
+            preprocess=preprocess,
+            preprocess_info={"timm_data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()}, "transform": describe_transform(preprocess)},
+            embed_dim=int(model.num_features),
+            checkpoint_sha256=digest,
+            checkpoint_fit=fit,
+            extras={"architecture": name},
+        )

@@ -1,0 +1,1 @@
+"""Nuisance probes: what an embedding encodes besides the diagnosis, and shortcut sensitivity."""

@@ -1,0 +1,1 @@
+"""The studies' published numbers (CSV files shipped here) beside ours."""
