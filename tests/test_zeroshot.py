@@ -11,9 +11,10 @@ from vlmprobe.datasets.synthetic_cxr import generate_synthetic_cxr
 from vlmprobe.embed import embed_manifest
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.formats.predictions import read_predictions
+from vlmprobe.models import family_of
 from vlmprobe.models.prompts import class_text_embeddings, render_prompts
 from vlmprobe.multilabel.metrics import evaluate_files
-from vlmprobe.multilabel.zero_shot import NO_TEXT_TOWER, cosine_scores, decide, run_zero_shot_files, supports_zero_shot
+from vlmprobe.multilabel.zero_shot import NO_TEXT_TOWER, cosine_scores, decide, run_zero_shot_files
 
 TINY_VIT = {"family": "open_clip", "name": "vlmprobe-vit-tiny", "pretrained": None}
 PIXELS = {"family": "pixels", "image_size": 8}
@@ -68,9 +69,9 @@ def test_decision_rules():
 
 
 def test_only_text_tower_families_do_zero_shot():
-    assert supports_zero_shot(TINY_VIT)
-    assert not supports_zero_shot(PIXELS)
-    assert not supports_zero_shot({"family": "timm", "name": "resnet18"})
+    assert family_of("vit", TINY_VIT).has_text_tower
+    assert not family_of("pixels", PIXELS).has_text_tower
+    assert not family_of("resnet", {"family": "timm", "name": "resnet18"}).has_text_tower
 
 
 def test_zero_shot_end_to_end_with_a_random_tiny_open_clip_model(cxr_manifest, tmp_path):

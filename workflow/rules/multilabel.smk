@@ -3,8 +3,16 @@
 # metrics job per setting (bootstrap intervals); summary_multilabel (aggregate.smk) makes the table.
 # zs and lp read the cached embedding table (no image is embedded again); ft trains on the images [GPU].
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.multilabel.finetune import supports_finetuning
-from vlmprobe.multilabel.zero_shot import NO_TEXT_TOWER, supports_zero_shot
+from vlmprobe.models import family_of
+from vlmprobe.multilabel.zero_shot import NO_TEXT_TOWER
+
+
+def supports_finetuning(spec):
+    return family_of("model", spec).trainable
+
+
+def supports_zero_shot(spec):
+    return family_of("model", spec).has_text_tower
 
 PATHS.update(
     {

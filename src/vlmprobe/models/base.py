@@ -57,9 +57,21 @@ class Encoder:
 
 
 class ModelFamily:
-    """Base class of a model family; subclasses set ``name`` and implement ``check`` and ``load``."""
+    """Base class of a model family; subclasses set ``name`` and implement ``check`` and ``load``.
+
+    A family also declares what its models can do, so the job plan (:mod:`vlmprobe.plan`) and the stages
+    ask the family instead of keeping lists of family names:
+
+    - ``has_text_tower``: texts embed into the image embedding space (zero-shot classification, zero-shot Grad-CAM);
+    - ``trainable``: the image tower is a ``torch.nn.Module`` whose weights fine-tuning updates;
+    - ``has_layers``: the image tower has layers Grad-CAM can attribute (:meth:`cam_layer` finds the default one);
+    - :meth:`weight_files` / :meth:`input_files`: the local files a spec reads.
+    """
 
     name: str = ""
+    has_text_tower: bool = False
+    trainable: bool = False
+    has_layers: bool = True
 
     def check(self, model_id: str, spec: dict[str, Any]) -> None:
         """Raise :class:`VlmprobeError` if the spec cannot work, using no network and no weights."""
@@ -74,6 +86,11 @@ class ModelFamily:
         if isinstance(pretrained, str) and not pretrained.startswith(("hf-hub:", "local-dir:")) and looks_like_path(pretrained):
             return [pretrained]
         return []
+
+    def input_files(self, spec: dict[str, Any]) -> list[str]:
+        """Every local file the spec reads (weights and configuration): inputs of the jobs that load the
+        model, so replacing one re-runs them."""
+        return self.weight_files(spec)
 
 
 def register_family(cls: type[ModelFamily]) -> type[ModelFamily]:

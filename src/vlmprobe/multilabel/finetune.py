@@ -74,22 +74,17 @@ from typing import Any
 import numpy as np
 
 from vlmprobe.errors import VlmprobeError
+from vlmprobe.models import FAMILIES, family_of
 from vlmprobe.models.finetuned import load_trainable
 
 log = logging.getLogger(__name__)
 
-FINETUNE_FAMILIES = frozenset({"open_clip", "timm", "torchvision"})
-"""Families whose image tower is a trainable ``torch.nn.Module`` (``pixels`` has no weights)."""
 FORMAT_VERSION = 1
 MAX_POS_WEIGHT = 100.0
 MAX_GRAD_NORM = 1.0
 MIN_IMPROVEMENT = 1e-4
 EMBED_SEED = 0
 """The torch seed of the embed job (``vlmprobe.embed.embed_manifest``'s default) when it loads a model."""
-
-
-def supports_finetuning(spec: dict[str, Any]) -> bool:
-    return spec.get("family") in FINETUNE_FAMILIES
 
 
 @dataclass(frozen=True)
@@ -240,10 +235,11 @@ def _run_finetune(
         settings = replace(settings, **{key: FINETUNE[key] for key in ("epochs", "patience", "batch_size", "lr", "head_lr", "weight_decay", "monitor")})
     if settings.monitor not in ("average_precision", "loss"):
         raise VlmprobeError(f"Unknown early-stopping monitor {settings.monitor!r}.", "set `multilabel: finetune: monitor:` to average_precision or loss.")
-    if not supports_finetuning(spec):
+    if not family_of(model_id, spec).trainable:
+        trainable = sorted(name for name, family in FAMILIES.items() if family.trainable)
         raise VlmprobeError(
-            f"Model {model_id!r} (family {spec.get('family')!r}) cannot be fine-tuned.",
-            f"fine-tune only models of the families {sorted(FINETUNE_FAMILIES)} (`multilabel: finetune: models:`).",
+            f"Model {model_id!r} (family {spec.get('family')!r}) cannot be fine-tuned: its family declares no trainable image tower.",
+            f"fine-tune only models of the families {trainable} (`multilabel: finetune: models:`).",
         )
     spec_used = dict(spec, image_size=int(settings.image_size)) if settings.image_size else dict(spec)
     check_spec(model_id, spec_used)

@@ -48,19 +48,13 @@ from vlmprobe.models.prompts import DEFAULT_TEMPLATES, _normalise, class_text_em
 
 log = logging.getLogger(__name__)
 
-TEXT_FAMILIES = frozenset({"open_clip"})
 """Model families whose encoders have a text tower."""
 
 RULES = ("sigmoid", "softmax", "top1", "cosine")
-NO_TEXT_TOWER = "no text tower (only open_clip models can classify zero-shot)"
+NO_TEXT_TOWER = "no text tower (zero-shot needs a family that declares one, e.g. open_clip)"
 EMBED_SEED = 0
 """The torch seed the embed job sets before loading a model (``vlmprobe.embed.embed_manifest``'s default),
 unless the table's metadata records another."""
-
-
-def supports_zero_shot(spec: Mapping[str, Any]) -> bool:
-    """Known from the config alone, so the workflow can skip a model before any job runs."""
-    return spec.get("family") in TEXT_FAMILIES
 
 
 def cosine_scores(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:

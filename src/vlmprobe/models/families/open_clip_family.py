@@ -113,6 +113,8 @@ def _fitting_architectures(checkpoint, name: str) -> list[str]:
 @register_family
 class OpenClipFamily(ModelFamily):
     name = "open_clip"
+    has_text_tower = True
+    trainable = True
 
     def check(self, model_id: str, spec: dict[str, Any]) -> None:
         open_clip = _open_clip()
@@ -154,6 +156,12 @@ class OpenClipFamily(ModelFamily):
             f"pretrained tag for {name}", pretrained, tags, model_id,
             f"use one of {tags}, a checkpoint file path, or null for random weights.",
         )
+
+    def input_files(self, spec: dict[str, Any]) -> list[str]:
+        """The weights, plus a ``local-dir:`` folder's ``open_clip_config.json`` (it defines the architecture)."""
+        name, _ = _source(spec)
+        config = [str(Path(name[len("local-dir:") :]) / "open_clip_config.json")] if name.startswith("local-dir:") else []
+        return self.weight_files(spec) + config
 
     def weight_files(self, spec: dict[str, Any]) -> list[str]:
         """A checkpoint file, or the weights file open_clip will pick in a ``local-dir:`` folder."""

@@ -20,6 +20,7 @@ from vlmprobe.models.base import (
 @register_family
 class PixelsFamily(ModelFamily):
     name = "pixels"
+    has_layers = False  # the resized image itself: nothing to attribute, nothing to train
 
     def check(self, model_id: str, spec: dict[str, Any]) -> None:
         return None

@@ -59,6 +59,7 @@ PREPROCESS_KEYS = frozenset({"mean", "std", "interpolation", "crop_pct", "crop_m
 @register_family
 class TimmFamily(ModelFamily):
     name = "timm"
+    trainable = True
 
     def check(self, model_id: str, spec: dict[str, Any]) -> None:
         import timm

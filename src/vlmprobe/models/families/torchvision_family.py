@@ -73,6 +73,7 @@ def _weights_only_downloads():
 @register_family
 class TorchvisionFamily(ModelFamily):
     name = "torchvision"
+    trainable = True
 
     def check(self, model_id: str, spec: dict[str, Any]) -> None:
         import torchvision
