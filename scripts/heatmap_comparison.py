@@ -1,8 +1,8 @@
-"""Snakemake entry point: one (dataset, model)'s maps in every setting -> the side-by-side figure (vlmprobe.heatmaps.maps)."""
+"""Snakemake entry point: one (dataset, model)'s maps in every setting -> the side-by-side figure (vlmprobe.heatmaps.stage)."""
 
 import logging
 
-from vlmprobe.heatmaps.maps import write_settings_comparison
+from vlmprobe.heatmaps.stage import write_settings_comparison
 from vlmprobe.runner import run_script
 
 

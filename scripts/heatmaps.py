@@ -1,6 +1,6 @@
-"""Snakemake entry point: manifest + model (+ probe head / fine-tuned weights) -> Grad-CAM maps, overlays and scores (vlmprobe.heatmaps.maps)."""
+"""Snakemake entry point: manifest + model (+ probe head / fine-tuned weights) -> Grad-CAM maps, overlays and scores (vlmprobe.heatmaps.stage)."""
 
-from vlmprobe.heatmaps.maps import run_heatmaps
+from vlmprobe.heatmaps.stage import run_heatmaps
 from vlmprobe.runner import run_script
 
 

@@ -3,7 +3,7 @@ random-initialised one does not.
 
 The whole pipeline runs as the workflow runs it: synthetic-cxr images -> manifest -> the multi-label
 study's fine-tuning (:func:`vlmprobe.multilabel.finetune.run_finetune`) -> Grad-CAM in the ``ft`` setting
-(:func:`vlmprobe.heatmaps.maps.run_heatmaps`) -> pointing game against the boxes. The random model is the same
+(:func:`vlmprobe.heatmaps.stage.run_heatmaps`) -> pointing game against the boxes. The random model is the same
 architecture before training (seeded), attributed the same way.
 
 Model: timm's ``test_resnet`` (0.37 M parameters) at 64 px with ``output_stride: 8``, so the last stage
@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 import torch
 
 from vlmprobe.datasets.manifest import build_manifest, write_manifest
@@ -62,8 +63,9 @@ def _random_model_files(tmp_path: Path, classes: list[str]) -> tuple[Path, Path]
     return encoder_path, head_path
 
 
+@pytest.mark.slow  # fine-tunes a CNN: ~15 s
 def test_fine_tuned_cnn_points_at_findings_random_does_not(tmp_path):
-    from vlmprobe.heatmaps.maps import run_heatmaps
+    from vlmprobe.heatmaps.stage import run_heatmaps
     from vlmprobe.multilabel.finetune import (
         FinetuneOutputs,
         FinetuneSettings,

@@ -1,1 +1,1 @@
-"""File formats every stage shares: manifest, embedding table, predictions, probe heads."""
+"""File formats every stage shares: manifest, embedding table, predictions, probe heads, attribution maps."""

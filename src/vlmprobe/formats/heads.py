@@ -44,7 +44,7 @@ class LinearHead:
     multi-label heads, ``thresholds`` (C,) float32 (decide ``probability >= threshold``); the string
     metadata holds ``classes`` (JSON list, the column order), ``multilabel`` ("true"/"false"),
     ``activation`` ("sigmoid"/"softmax"), ``source`` ("linear_probe"/"finetune") and ``details`` (JSON).
-    :func:`vlmprobe.multilabel.finetune.linear_layer` makes a ``torch.nn.Linear`` of it (kept there: this module runs in
+    :func:`vlmprobe.models.finetuned.linear_layer` makes a ``torch.nn.Linear`` of it (kept there: this module runs in
     the torch-free analysis environment).
     """
 

@@ -80,6 +80,22 @@ class ModelFamily:
     def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         raise NotImplementedError
 
+    def cam_layer(self, encoder: Encoder) -> tuple[Any, Callable[[Any], Any] | None, str]:
+        """The layer Grad-CAM attributes by default: (the ``torch.nn.Module`` inside ``encoder.image_module``,
+        the reshape of its output to (B, C, h, w) or None when it is already NCHW, the rule that chose it).
+
+        This default is the last ``Conv2d``; families with transformers or known layouts override it
+        (the table in :mod:`vlmprobe.models.cam_layers`).
+        """
+        if not self.has_layers:
+            raise VlmprobeError(
+                f"Model {encoder.model_id!r} ({self.name}) has no layers, so no Grad-CAM map.",
+                "leave it out of `heatmaps: models`.",
+            )
+        from vlmprobe.models.cam_layers import last_conv
+
+        return last_conv(encoder.image_module), None, f"{encoder.family}: last Conv2d"
+
     def weight_files(self, spec: dict[str, Any]) -> list[str]:
         """Local files the spec reads weights from (they become inputs of the embedding job)."""
         pretrained = spec.get("pretrained")

@@ -177,6 +177,28 @@ class OpenClipFamily(ModelFamily):
             return [chosen] if chosen else []
         return [str(p) for p in sorted(folder.iterdir()) if p.suffix in {".safetensors", ".bin", ".pth"}]
 
+    def cam_layer(self, encoder: Encoder) -> tuple[Any, Any, str]:
+        """ViT: the last block's ``ln_1`` (tokens -> grid); ModifiedResNet: ``layer4[-1]``; timm tower: the timm rule."""
+        from open_clip.modified_resnet import ModifiedResNet
+        from open_clip.timm_model import TimmModel
+        from open_clip.transformer import VisionTransformer
+
+        from vlmprobe.models.cam_layers import TokenGrid, last_conv, timm_layer
+
+        visual = encoder.extras["open_clip_model"].visual
+        if isinstance(visual, VisionTransformer):
+            batch_first = getattr(visual.transformer, "batch_first", True)
+            return (
+                visual.transformer.resblocks[-1].ln_1,
+                TokenGrid(1, visual.grid_size, batch_first=batch_first),
+                "open_clip ViT: visual.transformer.resblocks[-1].ln_1",
+            )
+        if isinstance(visual, ModifiedResNet):
+            return visual.layer4[-1], None, "open_clip ModifiedResNet: visual.layer4[-1]"
+        if isinstance(visual, TimmModel):
+            return timm_layer(visual.trunk, "visual.trunk.")
+        return last_conv(visual), None, f"open_clip {type(visual).__name__}: last Conv2d"
+
     def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         import torch
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from vlmprobe.errors import VlmprobeError
 from vlmprobe.models.base import (
     Encoder,
     ModelFamily,
@@ -45,4 +46,10 @@ class PixelsFamily(ModelFamily):
             preprocess=preprocess,
             preprocess_info={"image_size": size, "grayscale": grayscale, "transform": describe_transform(preprocess)},
             embed_dim=channels * size * size,
+        )
+
+    def cam_layer(self, encoder: Encoder) -> tuple[Any, Any, str]:
+        raise VlmprobeError(
+            f"Model {encoder.model_id!r} is the pixels baseline: it has no layers, so no Grad-CAM map.",
+            "leave it out of `heatmaps: models`.",
         )

@@ -126,3 +126,9 @@ class TimmFamily(ModelFamily):
             checkpoint_fit=fit,
             extras={"architecture": name},
         )
+
+    def cam_layer(self, encoder: Encoder) -> tuple[Any, Any, str]:
+        """ViT-like: the last block's ``norm1`` (prefix tokens dropped); else the last ``feature_info`` stage."""
+        from vlmprobe.models.cam_layers import timm_layer
+
+        return timm_layer(encoder.image_module, "")

@@ -153,3 +153,24 @@ class TorchvisionFamily(ModelFamily):
             checkpoint_fit=fit,
             extras={"architecture": name},
         )
+
+    def cam_layer(self, encoder: Encoder) -> tuple[Any, Any, str]:
+        """ViT: the last encoder layer's ``ln_1``; Swin: ``features[-1]`` (NHWC -> NCHW); ResNet-like:
+        ``layer4[-1]``; VGG, DenseNet, EfficientNet, ConvNeXt, MobileNet: ``features[-1]``."""
+        from torchvision.models.swin_transformer import SwinTransformer
+        from torchvision.models.vision_transformer import VisionTransformer
+
+        from vlmprobe.models.cam_layers import ChannelsLastToFirst, TokenGrid, last_conv
+
+        model = encoder.image_module
+        if isinstance(model, VisionTransformer):
+            grid = (model.image_size // model.patch_size,) * 2
+            return model.encoder.layers[-1].ln_1, TokenGrid(1, grid), "torchvision ViT: encoder.layers[-1].ln_1"
+        if isinstance(model, SwinTransformer):
+            channels = model.norm.normalized_shape[0]
+            return model.features[-1], ChannelsLastToFirst(channels), "torchvision Swin: features[-1]"
+        if hasattr(model, "layer4"):
+            return model.layer4[-1], None, "torchvision ResNet-like: layer4[-1]"
+        if hasattr(model, "features"):
+            return model.features[-1], None, "torchvision: features[-1]"
+        return last_conv(model), None, "torchvision: last Conv2d"

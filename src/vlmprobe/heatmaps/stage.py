@@ -1,0 +1,254 @@
+"""The heatmaps stage: one (dataset, model, setting) job -> maps, overlay pages and scores; and the settings side by side.
+
+A job selects images (:func:`vlmprobe.heatmaps.maps.select_images`), loads the setting's scorer
+(:mod:`vlmprobe.heatmaps.settings`), asks the model family for the layer to attribute
+(:func:`vlmprobe.heatmaps.maps.target_layer`), draws a map per (image, target), scores each map against
+the image's boxes or mask (:mod:`vlmprobe.heatmaps.scores`) and writes the maps file
+(:mod:`vlmprobe.formats.maps`), the overlay figures (:mod:`vlmprobe.heatmaps.figures`) and the scores table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlmprobe.formats.manifest import read_manifest
+from vlmprobe.formats.maps import read_maps, write_maps
+from vlmprobe.heatmaps import figures as cam_figures
+from vlmprobe.heatmaps import scores as cam_scores
+from vlmprobe.heatmaps.geometry import input_geometry, map_at_image_size, resize_map, to_input
+from vlmprobe.heatmaps.maps import choose_targets, compute_maps, select_images, target_layer
+from vlmprobe.heatmaps.scorers import scores_of
+from vlmprobe.heatmaps.settings import SETTINGS, build_setting
+from vlmprobe.images import load_image
+from vlmprobe.io import save_figure, write_parquet
+from vlmprobe.runtime import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def run_heatmaps(
+    manifest_path,
+    dataset: str,
+    model_id: str,
+    spec: dict[str, Any],
+    setting: str,
+    out_dir,
+    scores_path,
+    *,
+    head_path: str | None = None,
+    encoder_path: str | None = None,
+    zero_shot: dict[str, Any] | None = None,
+    method: str = "gradcam",
+    layer_override: str | None = None,
+    max_annotated: int = 24,
+    n_random: int = 8,
+    seed: int = 0,
+    threshold: float = 0.5,
+    threshold_rule: str = "relative_max",
+    rows_per_page: int = 8,
+    device: str = "auto",
+    batch_size: int = 16,
+):
+    """One job: maps for the selected images of ``dataset`` under ``model_id`` in ``setting``.
+
+    Writes ``out_dir/maps.npz`` (raw maps, :func:`vlmprobe.formats.maps.read_maps`), ``out_dir/overlays_NN.png``
+    (grids of ``rows_per_page`` images) and ``scores_path`` (one row per map: pointing game, IoU, energy
+    fraction and chance where the image has a box or mask for the label). Returns the scores table.
+    """
+    import polars as pl
+
+    started = time.perf_counter()
+    device = resolve_device(device)
+    table, manifest_info = read_manifest(manifest_path)
+    rows = select_images(table, max_annotated, n_random, seed)
+    setting_model = build_setting(setting, model_id, spec, manifest_info.get("classes") or [], device, head_path, encoder_path, zero_shot)
+    classes = setting_model.classes
+    layer = target_layer(setting_model.encoder, layer_override)
+    geometry = input_geometry(setting_model.encoder)
+    log.info(
+        "%s / %s / %s: %d images (<= %d annotated + %d random test images), method %s on %s (%s)",
+        dataset, model_id, setting, len(rows), max_annotated, n_random, method, layer.name, layer.rule,
+    )
+
+    manifest = _manifest_columns(table)
+    images = [np.asarray(load_image(manifest["path"][i])) for i in rows]
+    inputs = torch.stack([to_input(_pil(image), geometry) for image in images]) if rows else torch.zeros((0, 3, *geometry.size))
+    scores = scores_of(setting_model.scorer, inputs, batch_size, device)
+    targets = choose_targets(scores, [_label_indices(manifest["labels"][i], classes) for i in rows]) if rows else []
+    # one entry per map: (position of its image in `rows`, label index, 'true' / 'false_positive')
+    flat = [(position, index, kind) for position, chosen in enumerate(targets) for index, kind in chosen]
+    maps = compute_maps(
+        setting_model.scorer, layer, inputs[[p for p, _, _ in flat]] if flat else inputs[:0], [t for _, t, _ in flat], method, batch_size, device
+    )
+    log.info("%d maps (%d images x their true labels + top false positive), %.1f s into the job", len(flat), len(rows), time.perf_counter() - started)
+
+    identity = {"dataset": dataset, "model": model_id, "setting": setting, "method": method}
+    records, image_rows = _score_maps(identity, manifest, rows, images, classes, scores, flat, maps, threshold, threshold_rule)
+    provenance = {
+        **identity, "spec": spec,
+        "target_layer": layer.name, "target_layer_rule": layer.rule, "reshape": repr(layer.reshape_transform),
+        "input_size": list(geometry.size), "classes": classes, "seed": seed,
+        "selection": {"max_annotated": max_annotated, "n_random": n_random, "sample_ids": [manifest["sample_id"][i] for i in rows]},
+        "threshold": {"rule": threshold_rule, "value": threshold}, "setting_info": setting_model.provenance,
+        "device": device, "seconds": round(time.perf_counter() - started, 2),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_maps(out_dir / "maps.npz", maps, _map_index(manifest, rows, images, classes, scores, flat), provenance)
+    title = f"{dataset} / {model_id} / {setting} ({method} on {layer.name})"
+    for page, figure in enumerate(cam_figures.overlay_pages(image_rows, title, rows_per_page), start=1):
+        save_figure(out_dir / f"overlays_{page:02d}.png", figure)
+    frame = pl.DataFrame(records, schema=cam_scores.SCORE_SCHEMA)
+    arrow = frame.to_arrow()
+    arrow = arrow.replace_schema_metadata({b"vlmprobe": json.dumps(provenance, sort_keys=True, default=str)})
+    write_parquet(scores_path, arrow)
+    _log_summary(frame)
+    return frame
+
+
+def _manifest_columns(table) -> dict[str, list[Any]]:
+    """The manifest columns a job reads, as lists over all rows (no boxes / masks: empty / None per row)."""
+    n = table.num_rows
+    return {
+        "sample_id": table.column("sample_id").to_pylist(),
+        "path": table.column("path").to_pylist(),
+        "labels": table.column("labels").to_pylist(),
+        "boxes": table.column("boxes").to_pylist() if "boxes" in table.column_names else [[] for _ in range(n)],
+        "annotation_path": table.column("annotation_path").to_pylist() if "annotation_path" in table.column_names else [None] * n,
+    }
+
+
+def _map_index(manifest, rows, images, classes, scores, flat) -> dict[str, list[Any]]:
+    """The maps file's index: per map its image, label, target kind, score and the image's size."""
+    return {
+        "sample_id": [manifest["sample_id"][rows[p]] for p, _, _ in flat], "label": [classes[t] for _, t, _ in flat],
+        "target_kind": [k for _, _, k in flat], "score": [float(scores[p, t]) for p, t, _ in flat],
+        "image_height": [images[p].shape[0] for p, _, _ in flat], "image_width": [images[p].shape[1] for p, _, _ in flat],
+    }
+
+
+def _score_maps(
+    identity: dict[str, str],
+    manifest: dict[str, list[Any]],
+    rows: Sequence[int],
+    images: Sequence[np.ndarray],
+    classes: Sequence[str],
+    scores: np.ndarray,
+    flat: Sequence[tuple[int, int, str]],
+    maps: np.ndarray,
+    threshold: float,
+    threshold_rule: str,
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Each map at its image's size, scored against the label's region where there is one: the rows of the
+    scores table (``identity`` first) and the overlay rows (one per image, a panel per map)."""
+    records, image_rows = [], []
+    for position, row in enumerate(rows):
+        image = images[position]
+        shape = image.shape[:2]
+        boxes, labels = manifest["boxes"][row], manifest["labels"][row]
+        panels = []
+        for map_index, (p, label_index, kind) in enumerate(flat):
+            if p != position:
+                continue
+            label = classes[label_index]
+            cam = resize_map(maps[map_index], shape)
+            region, source = cam_scores.label_region(label, shape, boxes, manifest["annotation_path"][row], labels)
+            score = cam_scores.score_map(cam, region, threshold, threshold_rule) if region is not None else None
+            records.append(
+                {
+                    **identity,
+                    "sample_id": manifest["sample_id"][row], "label": label, "target_kind": kind,
+                    "score": float(scores[position, label_index]), "map_index": map_index,
+                    "has_region": region is not None, "region_source": source,
+                    "area_fraction": score.area_fraction if score else None,
+                    "pointing_game": score.pointing_game if score else None,
+                    "iou": score.iou if score else None,
+                    "energy_fraction": score.energy_fraction if score else None,
+                    "flat": bool(cam.max() <= cam.min()),
+                    "iou_chance": score.iou_chance if score else None,
+                }
+            )
+            panels.append(
+                cam_figures.MapPanel(
+                    label, kind, float(scores[position, label_index]), cam,
+                    [b for b in boxes or [] if b["label"] == label],
+                    score.pointing_game if score else None,
+                )
+            )
+        image_rows.append(cam_figures.ImageRow(manifest["sample_id"][row], image, list(labels), list(boxes or []), panels))
+    return records, image_rows
+
+
+def _log_summary(frame) -> None:
+    summary = cam_scores.summarise(frame, ["setting"])
+    if summary.height:
+        row = summary.row(0, named=True)
+        log.info(
+            "pointing game %.3f (chance %.3f), IoU %.3f, energy inside %.3f over %d scored maps",
+            row["pointing_game"], row["chance"], row["iou"], row["energy_fraction"], row["n_maps"],
+        )
+    else:
+        log.info("no selected image has a box or mask for its labels: nothing scored")
+
+
+def _label_indices(labels: Sequence[str], classes: Sequence[str]) -> list[int]:
+    index = {name: i for i, name in enumerate(classes)}
+    return [index[name] for name in labels if name in index]
+
+
+def _pil(array: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(array)
+
+
+def write_settings_comparison(manifest_path, maps_dirs: dict[str, Any], out_path, dataset: str, model_id: str, n_rows: int = 6) -> int:
+    """The paper's side-by-side figure: the same (image, true label) pairs in every setting that has maps.
+
+    Rows are (image, label) pairs with an annotation that every given setting has a map for: one
+    label per image first (manifest order), then the images' further labels, ``n_rows`` at most.
+    Returns the number of rows drawn.
+    """
+    settings = [s for s in SETTINGS if s in maps_dirs] + sorted(set(maps_dirs) - set(SETTINGS))
+    data = {setting: read_maps(Path(maps_dirs[setting]) / "maps.npz") for setting in settings}
+    table, _ = read_manifest(manifest_path)
+    by_id = {row["sample_id"]: row for row in table.select(["sample_id", "path", "labels", "boxes", "annotation_path"]).to_pylist()}
+
+    def true_maps(d):
+        keys = zip(d["sample_id"].tolist(), d["label"].tolist(), d["target_kind"].tolist(), strict=True)
+        return {(sample_id, label): i for i, (sample_id, label, kind) in enumerate(keys) if kind == "true"}
+
+    indices = {setting: true_maps(data[setting]) for setting in settings}
+    common = [key for key in indices[settings[0]] if all(key in indices[s] for s in settings)] if settings else []
+    annotated = [(s, l) for s, l in common if s in by_id and (by_id[s]["boxes"] or by_id[s]["annotation_path"])]
+    first_per_image, seen = [], set()
+    for sample_id, label in annotated:
+        if sample_id not in seen:
+            first_per_image.append((sample_id, label))
+            seen.add(sample_id)
+    ordered = first_per_image + [pair for pair in annotated if pair not in first_per_image]
+    rows = []
+    for sample_id, label in ordered:
+        if len(rows) >= n_rows:
+            break
+        record = by_id[sample_id]
+        image = np.asarray(load_image(record["path"]))
+        region, _ = cam_scores.label_region(label, image.shape[:2], record["boxes"], record["annotation_path"], record["labels"])
+        if region is None:  # e.g. 'normal': annotated image, but nothing marks this label
+            continue
+        maps = {setting: map_at_image_size(data[setting], indices[setting][(sample_id, label)]) for setting in settings}
+        hits = {setting: cam_scores.pointing_game(cam, region) for setting, cam in maps.items()}
+        boxes = [box for box in record["boxes"] or [] if box["label"] == label]
+        rows.append(cam_figures.ComparisonRow(sample_id, image, label, boxes, maps, hits))
+    method = ", ".join(sorted({str(d["provenance"].get("method")) for d in data.values()}))
+    figure = cam_figures.settings_comparison(rows, settings, f"{dataset} / {model_id}: the same images in each setting ({method})")
+    save_figure(out_path, figure)
+    return len(rows)
