@@ -8,10 +8,10 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-import miniatures
 import numpy as np
 import pytest
 from PIL import Image
+from support import miniatures
 
 from vlmprobe.datasets import (
     KINDS,

@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from conftest import PIXELS, REPO, TINY_VIT, write_image
 from PIL import Image
+from support import PIXELS, REPO, TINY_VIT
+from support.images import write_image
 
 from vlmprobe import embed as embed_module
 from vlmprobe.config_check import check_config, config_problems, load_schema
@@ -606,11 +607,9 @@ def test_every_config_problem_is_reported_at_once():
 
 @pytest.mark.workflow
 def test_config_errors_reach_the_user_from_a_dry_run(tmp_path):
-    from workflow_helpers import snakemake
+    from support.workflow import snakemake, write_config
 
-    (tmp_path / "config.yaml").write_text(
-        yaml.safe_dump(_config(embedding__batch_size=-4, models={}, umap={"n_neighbors": [1]}, split={"n_folds": "five"}))
-    )
+    write_config(tmp_path, base=_config(embedding__batch_size=-4, models={}, umap={"n_neighbors": [1]}, split={"n_folds": "five"}))
     result = snakemake(tmp_path, "--dry-run", check=False)
     text = result.stdout + result.stderr
     assert result.returncode != 0
@@ -622,11 +621,11 @@ def test_config_errors_reach_the_user_from_a_dry_run(tmp_path):
 
 @pytest.mark.workflow
 def test_a_bad_image_fails_its_job_with_one_log_line_and_no_output(tmp_path):
-    from workflow_helpers import snakemake, tiny_config
+    from support.workflow import snakemake, write_config
 
     folder = folder_dataset(tmp_path / "data" / "alpha", {"a": 8, "b": 8})
     (folder / "b" / "img04.png").write_bytes(b"")
-    tiny_config(tmp_path, {"alpha": {"kind": "imagefolder", "root": "data/alpha"}}, {"pixels": PIXELS}, umap={"enabled": False})
+    write_config(tmp_path, {"alpha": {"kind": "imagefolder", "root": "data/alpha"}}, {"pixels": PIXELS}, umap={"enabled": False})
     result = snakemake(tmp_path, "results/manifests/alpha.parquet", check=False)
     assert result.returncode != 0
     log = (tmp_path / "logs" / "manifest" / "alpha.log").read_text()

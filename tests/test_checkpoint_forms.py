@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_VIT
 from safetensors.torch import save_file
+from support import TINY_VIT
 
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.models import load_encoder

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_image
 from PIL import Image
+from support.images import write_image
 
 from vlmprobe.datasets import is_multilabel, make_manifest
 from vlmprobe.datasets.splits import assign_splits, minimum_class_size

@@ -9,13 +9,13 @@ up in the README's robustness notes (autocast, non-deterministic kernels).
 from __future__ import annotations
 
 import pytest
-from test_faults import files_under, run_snakemake, spine_workdir  # noqa: F401 - spine_workdir is a fixture
+from support.workflow import files_under, snakemake
 
 
 @pytest.mark.workflow
 def test_two_runs_with_the_same_seed_give_identical_bytes(spine_workdir):
     """A second run from scratch (no results, no Snakemake metadata) of the run in `reference/`."""
-    run_snakemake(spine_workdir)
+    snakemake(spine_workdir)
     produced, expected = files_under(spine_workdir / "results"), files_under(spine_workdir / "reference")
     assert sorted(produced) == sorted(expected)
     assert {"linear_probe/alpha/vit.json", "summary/linear_probe.parquet", "embeddings/alpha/vit.parquet"} <= set(produced)

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from rule_files import workflow_rules
+from support.rule_files import workflow_rules
 
 REPO = Path(__file__).resolve().parents[1]
 ENVS = REPO / "envs"
@@ -227,6 +227,16 @@ def test_environments_name_every_package_their_rules_import():
         checked += 1
     assert checked, "no rule with both script: and conda: found"
     assert not problems, "\n".join(problems)
+
+
+def test_scripts_are_named_after_their_rules():
+    """scripts/<rule>.py, or one script for a family of rules (scripts/reference.py: reference_*); no script is orphaned."""
+    rules = workflow_rules()
+    scripts = {name: rule["script"] for name, rule in rules.items() if rule["script"] is not None}
+    misnamed = [f"rule {name}: {script.name}" for name, script in scripts.items() if not (name == script.stem or name.startswith(script.stem + "_"))]
+    assert not misnamed, "scripts not named after their rule:\n" + "\n".join(sorted(misnamed))
+    unused = sorted(path.name for path in (REPO / "scripts").glob("*.py") if path.resolve() not in {s.resolve() for s in scripts.values()})
+    assert not unused, f"scripts no rule runs: {unused}"
 
 
 def test_import_scanner_sees_relative_and_lazy_imports(tmp_path):

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import REPO, TINY_VIT, write_image
+from support import REPO, TINY_VIT
+from support.spine import CHUNK, spine_config, spine_folder
+from support.workflow import files_under, snakemake, start_snakemake
 
 from vlmprobe import embed as embed_module
 from vlmprobe.datasets import make_manifest
@@ -34,16 +35,6 @@ from vlmprobe.embed import embed_manifest, partial_dir
 from vlmprobe.formats.embeddings import read_embeddings
 from vlmprobe.formats.manifest import read_manifest
 from vlmprobe.io import atomic_path, save_figure, write_json, write_parquet, write_text
-
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-CHUNK = 4  # images per saved chunk, = the batch size: a chunk per batch
-
-
-def folder(root: Path, per_class: int = 8) -> Path:
-    for c, name in enumerate(("a", "b")):
-        for i in range(per_class):
-            write_image(root / name / f"{i:02d}.png", 40 + 110 * c + 4 * i)
-    return root
 
 
 def chunk_files(out: Path) -> list[Path]:
@@ -142,7 +133,7 @@ def test_every_writer_in_the_package_goes_through_an_atomic_path():
         # generated dataset images, re-written on every run of the manifest job and decoded before the manifest is written
         "src/vlmprobe/datasets/synthetic_cxr.py": re.compile(r"\.save\(path, format=\"PNG\"\)"),
         # arrays handed to worker processes in a private tempfile.mkdtemp() folder, never an output
-        "src/vlmprobe/umap/grid.py": re.compile(r"np\.save\((scratch|folder) /"),
+        "src/vlmprobe/umap/workers.py": re.compile(r"np\.save\((scratch|folder) /"),
     }
     offenders = []
     for path in sorted((REPO / "src").rglob("*.py")) + sorted((REPO / "scripts").rglob("*.py")):
@@ -167,7 +158,7 @@ def embedded(tmp_path_factory):
     """A manifest of 16 images and its uninterrupted embedding table (tiny ViT, 4 images per chunk)."""
     root = tmp_path_factory.mktemp("resume")
     manifest = root / "manifest.parquet"
-    make_manifest("alpha", {"kind": "imagefolder", "root": str(folder(root / "data"))}, 0, 0.2, 5, manifest, root / "d", root)
+    make_manifest("alpha", {"kind": "imagefolder", "root": str(spine_folder(root / "data"))}, 0, 0.2, 5, manifest, root / "d", root)
     reference = root / "reference.parquet"
     embed_manifest(manifest, "vit", TINY_VIT, reference, device="cpu", batch_size=CHUNK, num_workers=0, chunk_images=CHUNK)
     assert not partial_dir(reference).exists()  # removed once the table is written
@@ -244,74 +235,6 @@ def test_chunks_from_other_settings_are_discarded(embedded, tmp_path, monkeypatc
 # ---------------------------------------------------------------------------------------------- kill -9 under Snakemake
 
 
-def spine_config(workdir: Path, models: dict, name: str = "config.yaml", **extra) -> Path:
-    """A tiny config running only the spine: every optional stage with an `enabled` switch is off."""
-    schema = yaml.safe_load(SCHEMA.read_text())
-    config = {
-        "seed": 0,
-        "datasets": {"alpha": {"kind": "imagefolder", "root": "data/alpha"}},
-        "models": models,
-        "embedding": {"batch_size": CHUNK, "num_workers": 0, "chunk_images": CHUNK},
-    }
-    for stage, block in schema["properties"].items():
-        if isinstance(block, dict) and "enabled" in block.get("properties", {}) and stage != "linear_probe":
-            config[stage] = {"enabled": False}
-    config.update(extra)
-    path = workdir / name
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def snakemake_command(workdir: Path, *args: str, config: str = "config.yaml") -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(workdir / config), "--cores", "2", *args]
-
-
-def run_snakemake(workdir: Path, *args: str, config: str = "config.yaml") -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-    result = subprocess.run(snakemake_command(workdir, *args, config=config), cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-
-
-def start_snakemake(workdir: Path, *args: str, config: str = "config.yaml") -> subprocess.Popen:
-    """Snakemake in its own process group, so that one signal reaches it and all of its jobs."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-    return subprocess.Popen(snakemake_command(workdir, *args, config=config), cwd=workdir, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def files_under(directory: Path) -> dict[str, bytes]:
-    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
-_SHARED: dict[str, Path] = {}
-
-
-def spine_reference(tmp_path_factory) -> Path:
-    """A working directory holding one uninterrupted run of the spine (tiny ViT, 16 images) in `reference/`.
-
-    Made once per test session and shared with test_determinism.py (the runs dominate these tests'
-    time). Every user starts from a clean slate: no `results/`, no Snakemake metadata.
-    """
-    if "spine" not in _SHARED:
-        workdir = tmp_path_factory.mktemp("spine")
-        folder(workdir / "data" / "alpha")
-        spine_config(workdir, {"vit": TINY_VIT})
-        run_snakemake(workdir)
-        (workdir / "results").rename(workdir / "reference")
-        _SHARED["spine"] = workdir
-    workdir = _SHARED["spine"]
-    for leftover in ("results", ".snakemake", "logs"):
-        shutil.rmtree(workdir / leftover, ignore_errors=True)
-    return workdir
-
-
-@pytest.fixture
-def spine_workdir(tmp_path_factory) -> Path:
-    return spine_reference(tmp_path_factory)
-
-
 def restore_upstream(workdir: Path, reference: Path, keep=("manifests", "checks")) -> None:
     """Put finished upstream outputs back (mtimes kept), so that a run goes straight to the job under test."""
     for name in keep:
@@ -333,8 +256,8 @@ def test_snakemake_killed_during_embedding_resumes_to_identical_results(spine_wo
         assert blocked.nobody_reading()
     assert not out.exists()
 
-    run_snakemake(workdir, "--unlock")  # Snakemake's lock outlives kill -9; its message says to do this
-    run_snakemake(workdir)
+    snakemake(workdir, "--unlock")  # Snakemake's lock outlives kill -9; its message says to do this
+    snakemake(workdir)
     assert "resuming: 8 of 16 images" in (workdir / "logs" / "embed" / "alpha" / "vit.log").read_text()
     assert not partial_dir(out).exists()
     finished, expected = files_under(results), files_under(reference)
@@ -389,7 +312,7 @@ def test_snakemake_killed_during_finetuning_resumes_from_its_last_checkpoint(spi
     results, spine, reference = workdir / "results", workdir / "reference", workdir / "reference-finetune"
     shutil.rmtree(reference, ignore_errors=True)
     restore_upstream(workdir, spine)  # the same dataset and model spec: the manifest and model check carry over
-    run_snakemake(workdir, target, config=config)
+    snakemake(workdir, target, config=config)
     results.rename(reference)
     restore_upstream(workdir, spine)
     finetuned = results / "finetune" / "alpha" / "vit"
@@ -403,8 +326,8 @@ def test_snakemake_killed_during_finetuning_resumes_from_its_last_checkpoint(spi
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 1  # killed in the middle of training
     assert not (finetuned / "encoder.safetensors").exists()
 
-    run_snakemake(workdir, "--unlock", config=config)
-    run_snakemake(workdir, target, config=config)
+    snakemake(workdir, "--unlock", config=config)
+    snakemake(workdir, target, config=config)
     log = (workdir / "logs" / "finetune" / "alpha" / "vit.log").read_text()
     assert "resuming vit from" in log and "after epoch 1" in log
     assert not last.parent.exists()

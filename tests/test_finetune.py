@@ -9,35 +9,20 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_zeroshot import synthetic_manifest
+from support.multilabel import finetune, synthetic_manifest
 
 from vlmprobe.embed import embed_manifest
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.formats.embeddings import read_embeddings
 from vlmprobe.formats.predictions import read_predictions
 from vlmprobe.models.finetuned import linear_layer, load_finetuned
-from vlmprobe.multilabel.finetune import FinetuneOutputs, FinetuneSettings, SimulatedInterruption, run_finetune
+from vlmprobe.multilabel.finetune import FinetuneSettings, SimulatedInterruption
 from vlmprobe.multilabel.metrics import evaluate_files
 from vlmprobe.multilabel.zero_shot import run_zero_shot_files
 
 TINY_VIT = {"family": "open_clip", "name": "vlmprobe-vit-tiny", "pretrained": None}
 TINY_RN = {"family": "open_clip", "name": "vlmprobe-rn-tiny", "pretrained": None}
 EASY_PREVALENCE = {"opacity": 0.3, "cardiomegaly": 0.3, "effusion": 0.25, "nodule": 0.2, "pneumothorax": 0.2}
-
-
-def outputs(folder):
-    return FinetuneOutputs(
-        encoder=folder / "encoder.safetensors",
-        head=folder / "head.safetensors",
-        info=folder / "finetune.json",
-        embeddings=folder / "embeddings.parquet",
-        predictions=folder / "ft.predictions.parquet",
-    )
-
-
-def finetune(manifest, spec, folder, settings, **kwargs):
-    kwargs = {"seed": 0, "device": "cpu", "threads": 1, "progress": False, "identity": {"dataset": "synthetic-cxr"}} | kwargs
-    return run_finetune(manifest, "tiny", spec, outputs(folder), settings, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -240,7 +240,7 @@ def test_summary_reports_both_results_and_the_gap(tmp_path):
 
 def test_config_schema_takes_group_and_images_per_patient():
     import yaml
-    from conftest import REPO
+    from support import REPO
 
     from vlmprobe.config_check import config_problems
 

@@ -12,6 +12,7 @@ from sklearn import metrics as skm
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.formats.predictions import Predictions, read_predictions, write_predictions
 from vlmprobe.multilabel import metrics as vm
+from vlmprobe.multilabel import separation as vs
 from vlmprobe.stats import bootstrap_weights
 
 
@@ -77,7 +78,7 @@ def test_bootstrap_implementation_equals_sklearn_on_resamples(seed):
     fast = vm.weighted_metrics(y, s, p, x, weights)
     for b, row_weights in enumerate(weights):
         rows = np.repeat(np.arange(len(y)), row_weights)
-        expected = vm.classification_metrics(y[rows], s[rows], p[rows]) | vm.class_distances(x[rows], y[rows])
+        expected = vm.classification_metrics(y[rows], s[rows], p[rows]) | vs.class_distances(x[rows], y[rows])
         # also with sample_weight, the form the implementation mirrors
         assert fast["lrap"][b] == pytest.approx(skm.label_ranking_average_precision_score(y, s, sample_weight=row_weights))
         assert fast["roc_auc_micro"][b] == pytest.approx(skm.roc_auc_score(y, s, average="micro", sample_weight=row_weights))
@@ -103,18 +104,18 @@ def test_class_distances_by_hand_with_a_multilabel_sample():
     b = x[[2, 3, 4]].mean(axis=0)
     intra_a = np.mean([np.linalg.norm(x[i] - a) for i in (0, 1, 4)])
     intra_b = np.mean([np.linalg.norm(x[i] - b) for i in (2, 3, 4)])
-    d = vm.class_distances(x, y)
+    d = vs.class_distances(x, y)
     assert d["inter_class_distance"] == pytest.approx(np.linalg.norm(a - b))
     assert d["intra_class_distance"] == pytest.approx((intra_a + intra_b) / 2)
     assert d["distance_ratio"] == pytest.approx(np.linalg.norm(a - b) / ((intra_a + intra_b) / 2))
-    unit = vm.weighted_distances(x, y, np.ones((1, len(x))))
+    unit = vs.weighted_distances(x, y, np.ones((1, len(x))))
     assert unit["inter_class_distance"][0] == pytest.approx(d["inter_class_distance"])
     assert unit["intra_class_distance"][0] == pytest.approx(d["intra_class_distance"])
 
 
 def test_separation_scores_against_sklearn():
     y, _, _, x = random_case(5, n=80, n_labels=4)
-    scores = vm.separation_scores(x, y)
+    scores = vs.separation_scores(x, y)
     single = y.sum(axis=1) == 1
     groups = np.argmax(y, axis=1)
     keep = single.copy()

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-from conftest import PIXELS, TINY_RN, TINY_VIT
 from PIL import Image
+from support import PIXELS, TINY_RN, TINY_VIT
 
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.models import check_spec, load_encoder

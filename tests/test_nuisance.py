@@ -17,14 +17,9 @@ from vlmprobe.datasets.synthetic_cxr import (
     sample_case,
 )
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.nuisance.probes import (
-    adjusted_r2,
-    linear_cka,
-    nuisance_probe,
-    one_hot,
-    shortcut_curve,
-    variance_share,
-)
+from vlmprobe.nuisance.probes import nuisance_probe
+from vlmprobe.nuisance.shortcut import shortcut_curve
+from vlmprobe.nuisance.variance import adjusted_r2, linear_cka, one_hot, variance_share
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -269,7 +264,8 @@ def test_summaries_and_figures(tmp_path, probed):
 
 def test_umap_grid_redrawn_coloured_by_a_nuisance(tmp_path, image_folder):
     from vlmprobe.datasets import make_manifest
-    from vlmprobe.umap.grid import GridResult, read_grid, write_grid
+    from vlmprobe.umap.grid import GridResult
+    from vlmprobe.umap.grid_file import read_grid, write_grid
     from vlmprobe.umap.stage import nuisance_grid_figure
 
     manifest = tmp_path / "m.parquet"
@@ -309,8 +305,8 @@ def test_umap_grid_redrawn_coloured_by_a_nuisance(tmp_path, image_folder):
 def test_nuisance_stage_in_the_workflow(tmp_path):
     """synthetic-cxr with an independent marker (rate 0.5), raw pixels: the probe reads the marker, the UMAP grid
     is redrawn by it, and the curve fans out."""
-    from conftest import PIXELS
-    from workflow_helpers import planned_outputs, snakemake, tiny_config
+    from support import PIXELS
+    from support.workflow import planned_outputs, snakemake, write_config
 
     datasets = {
         "scxr": {
@@ -318,7 +314,7 @@ def test_nuisance_stage_in_the_workflow(tmp_path):
             "shortcut": {"finding": "opacity", "rate": 0.5}, "nuisances": ["meta_marker"],
         }
     }  # fmt: skip
-    tiny_config(
+    write_config(
         tmp_path, datasets, {"pixels": PIXELS},
         umap={"n_neighbors": [10], "min_dist": [0.5]}, multilabel={"enabled": False}, heatmaps={"enabled": False},
         nuisance={"n_permutations": 5, "shortcut_curve": {"rates": [0.5, 1.0], "repeats": 2}},

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 
-import miniatures
 import polars as pl
 import pytest
 import yaml
-from conftest import REPO, TINY_VIT
-from workflow_helpers import snakemake
+from support import REPO, TINY_VIT, miniatures
+from support.workflow import snakemake, write_config
 
 from vlmprobe.datasets.protocol_splits import uid_split
 from vlmprobe.formats.manifest import read_manifest
@@ -27,7 +26,7 @@ def test_sadman_preset_runs_the_papers_protocol_by_name(tmp_path):
     config["heatmaps"] = {"enabled": False}
     config["multilabel"]["bootstrap"] = {"n_resamples": 50}
     config["multilabel"]["finetune"].update(device="cpu", num_workers=0, progress=False)
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_config(tmp_path, base=config)
     snakemake(tmp_path)
 
     results = tmp_path / "results"

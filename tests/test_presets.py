@@ -7,14 +7,13 @@ from __future__ import annotations
 import copy
 import re
 import subprocess
-import sys
 from pathlib import Path
 
-import miniatures
 import polars as pl
 import pytest
 import yaml
-from conftest import REPO
+from support import REPO, miniatures
+from support.workflow import start_snakemake
 
 from vlmprobe.datasets import kind_module, make_manifest
 from vlmprobe.datasets.manifest import make_group_split
@@ -163,11 +162,7 @@ def dry_runs(workdir) -> dict[str, str]:
     """``snakemake --dry-run`` of both presets, started together (each is mostly interpreter start-up)."""
     processes = {}
     for name in PRESETS:
-        command = [
-            sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(STUDIES / f"{name}.yaml"), "--cores", "2", "--dry-run",
-        ]
-        processes[name] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir)
+        processes[name] = start_snakemake(workdir, "--dry-run", config=STUDIES / f"{name}.yaml", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     outputs = {}
     for name, process in processes.items():
         text, _ = process.communicate(timeout=300)

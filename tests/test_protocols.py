@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import math
 
-import miniatures
 import numpy as np
 import pytest
+from support import miniatures
 
 from vlmprobe.datasets import make_manifest
 from vlmprobe.datasets.protocol_splits import uid_split
@@ -266,7 +266,7 @@ def test_the_takeda_fscore_choices_follow_from_the_posters_pairs():
     assert b_low <= 0.87 <= b_high and not m_low <= 0.87 <= m_high
     assert (round(b_low, 3), round(b_high, 3)) == (0.859, 0.89) and (round(m_low, 3), round(m_high, 3)) == (0.759, 0.823)
     import yaml
-    from conftest import REPO
+    from support import REPO
 
     datasets = yaml.safe_load((REPO / "config" / "studies" / "takeda2025.yaml").read_text())["datasets"]
     assert datasets["pneumoniamnist"]["fscore"] == "macro" and datasets["breakhis"]["fscore"] == "binary"
@@ -277,7 +277,8 @@ def test_the_takeda_fscore_choices_follow_from_the_posters_pairs():
 
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
-    from test_zeroshot import TINY_VIT, synthetic_manifest
+    from support import TINY_VIT
+    from support.multilabel import synthetic_manifest
 
     from vlmprobe.embed import embed_manifest
 
@@ -337,7 +338,8 @@ def test_paper_linear_probe_job_writes_row_min_max_decisions_of_its_head(tiny_st
 
 
 def test_paper_finetuning_uses_the_notebooks_settings(tiny_study, tmp_path):
-    from test_finetune import TINY_RN, finetune
+    from support import TINY_RN
+    from support.multilabel import finetune
 
     from vlmprobe.formats.predictions import read_predictions
     from vlmprobe.multilabel.finetune import FinetuneSettings

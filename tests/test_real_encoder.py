@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from workflow_helpers import snakemake, tiny_config
+from support.workflow import snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -65,7 +65,7 @@ def test_a_real_pretrained_encoder_beats_its_random_initialisation(tmp_path):
     converted_checkpoint(weights)
     digit_folder(tmp_path / "digits")
     lite = {"family": "timm", "name": "tf_efficientnet_lite0", "image_size": IMAGE_SIZE}
-    tiny_config(
+    write_config(
         tmp_path,
         datasets={"digits": {"kind": "imagefolder", "root": str(tmp_path / "digits")}},
         models={"lite0-imagenet": {**lite, "pretrained": str(weights)}, "lite0-random": {**lite, "pretrained": False}},

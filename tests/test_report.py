@@ -1,7 +1,7 @@
 """``snakemake --report`` builds a self-contained HTML report that renders in a real browser.
 
-The tiny study (tiny_study.py) is run once, its report built, and the report opened in Debian's
-headless Chromium (driven over the DevTools pipe, see headless_chromium.py). The test clicks
+The tiny study (support/tiny_study.py) is run once, its report built, and the report opened in Debian's
+headless Chromium (driven over the DevTools pipe, see support/headless_chromium.py). The test clicks
 through the report like a reader: the menu's result categories, their subcategories, and the
 view button of every result; each figure must load as an image with real pixels and each summary
 table must render as an HTML table with the study's numbers in it. Screenshots of a figure and a
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
-from headless_chromium import BrowserError, HeadlessChromium, find_browser
-from tiny_study import local_run, run_or_fail
+from support.headless_chromium import BrowserError, HeadlessChromium, find_browser
+from support.workflow import snakemake
 
 SUMMARY = "Summary tables"
 FIGURE_CATEGORIES = ("UMAP grids", "Heatmaps")
@@ -35,10 +35,10 @@ def report_variable(html: str, name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> Path:
-    workdir = local_run(tmp_path_factory)
+def report(local_run, tmp_path_factory) -> Path:
+    workdir = local_run
     path = tmp_path_factory.mktemp("report") / "report.html"
-    run_or_fail(workdir, "--report", str(path), timeout=300)
+    snakemake(workdir, "--report", str(path), timeout=300)
     return path
 
 

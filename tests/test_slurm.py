@@ -1,7 +1,7 @@
 """The workflow on a real SLURM cluster, through Snakemake's own SLURM executor and profiles/slurm.
 
 A single-node cluster (munged + slurmctld + slurmd from Debian's slurm-wlm and munge, started by
-the ``cluster`` fixture as root, see slurm_cluster.py) runs the tiny study. The test checks that
+the ``cluster`` fixture as root, see support/slurm_cluster.py) runs the tiny study. The test checks that
 the remote jobs really went through ``sbatch`` (the controller's job records: batch jobs named by
 the executor's run id, one per embedding with a GPU request on the GPU partition, the CPU fan-out
 grouped) and that every result table equals the one from a local run.
@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from rule_files import workflow_rules
-from slurm_cluster import SlurmCluster, unavailable_reason
-from tiny_study import REPO, local_run, run_or_fail, shared_dataset, write_config
+from support import REPO
+from support.rule_files import workflow_rules
+from support.slurm_cluster import SlurmCluster, unavailable_reason
+from support.tiny_study import tiny_study_config
+from support.workflow import snakemake
 
 pytestmark = pytest.mark.slurm
 
@@ -51,15 +53,15 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory):
+def slurm_run(cluster, shared_dataset, tmp_path_factory):
     """The tiny study run through profiles/slurm on the test cluster; returns its directory."""
     workdir = tmp_path_factory.mktemp("tiny-slurm")
-    write_config(workdir, shared_dataset(tmp_path_factory))
+    tiny_study_config(workdir, shared_dataset)
     env = cluster.env
     env["VLMPROBE_SLURM_GPU_PARTITION"] = cluster.gpu_partition
     for name in ("VLMPROBE_SLURM_ACCOUNT", "VLMPROBE_SLURM_PARTITION"):
         env.pop(name, None)
-    run_or_fail(
+    snakemake(
         workdir,
         "--workflow-profile", str(REPO / "profiles" / "slurm"),
         # No slurmdbd on the test cluster: query job states with squeue (MinJobAge keeps finished
@@ -71,7 +73,7 @@ def slurm_run(cluster, tmp_path_factory):
         "--retries", "0",
         "--jobs", "4",
         # The most CPUs one job may ask for: the test node's.
-        "--cores", str(cluster.cpus),
+        cores=cluster.cpus,
         env=env,
         timeout=420,
     )  # fmt: skip
@@ -91,10 +93,11 @@ def job_rule(record: dict[str, str]) -> str:
     return match.group(1) if match else comment
 
 
-def test_workflow_runs_on_slurm_like_locally(cluster, slurm_run, tmp_path_factory):
+def test_workflow_runs_on_slurm_like_locally(cluster, slurm_run, request):
     """One test (not two) so that pytest-xdist runs the cluster and the SLURM run on one worker."""
     check_jobs_went_through_sbatch(cluster, slurm_run)
-    check_outputs_equal(slurm_run, local_run(tmp_path_factory))
+    # Asked for here, not as an argument: a session fixture would run the local study before the cluster fixture can skip.
+    check_outputs_equal(slurm_run, request.getfixturevalue("local_run"))
 
 
 def check_jobs_went_through_sbatch(cluster: SlurmCluster, slurm_run: Path) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import PIXELS, TINY_VIT
+from support import PIXELS, TINY_VIT
 
 from vlmprobe.datasets import make_manifest
 from vlmprobe.embed import embed_manifest

@@ -11,16 +11,10 @@ import pytest
 from PIL import Image
 
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.umap.grid import (
-    compute_grid,
-    exact_cosine_knn,
-    input_rank_table,
-    read_cell,
-    read_grid_metadata,
-    trustworthiness_from_ranks,
-    valid_n_neighbors,
-    write_grid,
-)
+from vlmprobe.umap.grid import compute_grid, valid_n_neighbors
+from vlmprobe.umap.grid_file import read_cell, read_grid_metadata, write_grid
+from vlmprobe.umap.neighbours import exact_cosine_knn
+from vlmprobe.umap.quality import input_rank_table, trustworthiness_from_ranks
 
 SEED = 7
 GRID_K = [5, 15, 50, 200]  # 200 is above the 160 points: dropped
@@ -97,7 +91,7 @@ def test_exact_knn_matches_brute_force_cosine_search():
 def test_tau_generator_is_umaps():
     from umap.utils import tau_rand_int
 
-    from vlmprobe.umap.grid import _tau_rand_int
+    from vlmprobe.umap.layout import _tau_rand_int
 
     states = np.random.RandomState(3).randint(-(2**62), 2**62, size=(50, 3)).astype(np.int64)
     ours, theirs = states.copy(), states.copy()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_VIT
+from support import REPO, TINY_VIT
 
 from vlmprobe.datasets import make_manifest
 from vlmprobe.errors import VlmprobeError

@@ -9,13 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from conftest import PIXELS, TINY_VIT
-from workflow_helpers import (
-    make_folder_dataset,
-    planned_outputs,
-    snakemake,
-    tiny_config,
-)
+from support import PIXELS, TINY_VIT
+from support.images import make_folder_dataset
+from support.workflow import planned_outputs, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -28,7 +24,7 @@ def finished_run(tmp_path_factory) -> Path:
     make_folder_dataset(workdir / "data" / "alpha", classes=3, per_class=12)
     make_folder_dataset(workdir / "data" / "beta", classes=2, per_class=15, offset=30)
     datasets = {"alpha": {"kind": "imagefolder", "root": "data/alpha"}, "beta": {"kind": "imagefolder", "root": "data/beta"}}
-    tiny_config(workdir, datasets, {"pixels": PIXELS, "vit": TINY_VIT}, **SPINE_ONLY)
+    write_config(workdir, datasets, {"pixels": PIXELS, "vit": TINY_VIT}, **SPINE_ONLY)
     snakemake(workdir)
     return workdir
 
@@ -37,7 +33,7 @@ def edit_config(workdir: Path, change) -> None:
     path = workdir / "config.yaml"
     config = yaml.safe_load(path.read_text())
     change(config)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    write_config(workdir, base=config)
 
 
 def test_every_output_exists_and_is_sound(finished_run):
@@ -118,7 +114,7 @@ def test_touching_code_reruns_nothing(finished_run, tmp_path):
     """A `git checkout` refreshes script mtimes; cached embeddings must survive it (the code trigger is off)."""
     workdir = tmp_path / "w"
     shutil.copytree(finished_run, workdir, symlinks=True)
-    from conftest import REPO
+    from support import REPO
 
     for script in (REPO / "scripts").glob("*.py"):
         script.touch()

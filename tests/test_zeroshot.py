@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.multilabel import synthetic_manifest
 
-from vlmprobe.datasets.manifest import build_manifest, write_manifest
-from vlmprobe.datasets.records import Box, Record
-from vlmprobe.datasets.synthetic_cxr import generate_synthetic_cxr
 from vlmprobe.embed import embed_manifest
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.formats.predictions import read_predictions
@@ -18,17 +16,6 @@ from vlmprobe.multilabel.zero_shot import NO_TEXT_TOWER, cosine_scores, decide, 
 
 TINY_VIT = {"family": "open_clip", "name": "vlmprobe-vit-tiny", "pretrained": None}
 PIXELS = {"family": "pixels", "image_size": 8}
-# every finding common enough for a 5-fold split of 80 images
-PREVALENCE = {"opacity": 0.3, "cardiomegaly": 0.25, "effusion": 0.2, "nodule": 0.2, "pneumothorax": 0.2}
-
-
-def synthetic_manifest(folder, n_images, image_size, prevalence=PREVALENCE, seed=0):
-    generated = generate_synthetic_cxr(folder / "images", n_images, image_size, seed, prevalence)
-    records = [Record(sample_id=r["sample_id"], path=r["path"], labels=tuple(r["labels"]), boxes=tuple(Box(**b) for b in r["boxes"])) for r in generated]
-    table = build_manifest("synthetic-cxr", {"kind": "synthetic-cxr"}, records, True, seed=seed, test_fraction=0.2, n_folds=5)
-    path = folder / "manifest.parquet"
-    write_manifest(path, table)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,9 @@ import csv
 from pathlib import Path
 
 import numpy as np
-from conftest import write_image
 from PIL import Image
+
+from .images import write_image
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:

@@ -41,7 +41,7 @@ SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
 # and concurrent test sessions queue on this lock.
 LOCK_FILE = Path("/tmp/vlmprobe-slurm-test-cluster.lock")
 FAKE_GPU_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/urandom")
-MARKER = "# vlmprobe test cluster (tests/slurm_cluster.py): removed when the tests stop"
+MARKER = "# vlmprobe test cluster (tests/support/slurm_cluster.py): removed when the tests stop"
 CLIENTS = ("sbatch", "squeue", "scontrol", "sinfo", "srun", "scancel")
 # Where Debian puts the daemons; /usr/sbin is not always on a test runner's PATH.
 SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/local/sbin")

@@ -11,7 +11,8 @@ import re
 from functools import cache
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from . import REPO
+
 RULE_FILES = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
 # Directives whose code runs inside the rule's conda environment.
 EXECUTING = ("script", "shell", "notebook", "wrapper")
