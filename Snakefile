@@ -14,7 +14,8 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-# Every problem at once, each naming its config key and the fix; Snakemake's validate then fills in the defaults.
+# Every problem at once (the schema's and the cross-checks'), each naming its config key and the fix;
+# Snakemake's validate then fills in the defaults, and common.smk makes the job plan from the result.
 check_config(config, workflow.source_path("workflow/schemas/config.schema.yaml"))
 validate(config, "workflow/schemas/config.schema.yaml")
 
@@ -24,19 +25,18 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/resources.smk"
-include: "workflow/rules/data.smk"
+include: "workflow/rules/datasets.smk"
 include: "workflow/rules/embed.smk"
-include: "workflow/rules/probe.smk"
+include: "workflow/rules/linear_probe.smk"
 include: "workflow/rules/umap.smk"
 include: "workflow/rules/multilabel.smk"
-include: "workflow/rules/heatmap.smk"
+include: "workflow/rules/heatmaps.smk"
 include: "workflow/rules/nuisance.smk"
-include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/compare.smk"
+include: "workflow/rules/reference.smk"
 
 
 rule all:
     default_target: True
     input:
-        all_targets(),
+        plan.all_targets(),

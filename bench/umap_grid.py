@@ -38,14 +38,8 @@ import warnings
 
 import numpy as np
 
-from vlmprobe.umap.grid import (
-    POSTER_MIN_DISTS,
-    POSTER_N_NEIGHBORS,
-    compute_grid,
-    input_rank_table,
-    trust_subsample_indices,
-    trustworthiness_from_ranks,
-)
+from vlmprobe.umap.grid import POSTER_MIN_DISTS, POSTER_N_NEIGHBORS, compute_grid
+from vlmprobe.umap.quality import input_rank_table, trust_subsample_indices, trustworthiness_from_ranks
 
 QUICK_N_NEIGHBORS = (5, 15, 50, 200)
 QUICK_MIN_DISTS = (0.1, 0.5, 1.0)

@@ -1,7 +1,7 @@
-"""Snakemake entry point: manifest + embedding table -> shortcut-sensitivity curve (see vlmprobe.nuisance.probes)."""
+"""Snakemake entry point: manifest + embedding table -> shortcut-sensitivity curve (see vlmprobe.nuisance.shortcut)."""
 
 from vlmprobe.datasets.synthetic_cxr import MARKER_META
-from vlmprobe.nuisance.probes import shortcut_curve_for_table
+from vlmprobe.nuisance.shortcut import shortcut_curve_for_table
 from vlmprobe.runner import run_script
 
 

@@ -4,11 +4,14 @@ The Snakefile calls :func:`check_config` before Snakemake's own ``validate`` (wh
 defaults). jsonschema's own messages point into the schema (``schema['properties']['models']
 ['additionalProperties'] ...``); here every problem names the config key as it is written in the
 YAML file (``embedding.batch_size``, ``umap.n_neighbors[0]``), what is wrong with it, and the fix.
-All problems are reported at once, so fixing a config takes one round, not one per mistake.
+Beside the schema, :func:`cross_check_problems` checks what one key says about another (names listed in
+`multilabel:` and `heatmaps:` exist, a fine-tuned model is trainable, ...), asking the model families
+what they can do. All problems are reported at once, so fixing a config takes one round, not one per mistake.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 from collections.abc import Iterable
@@ -146,12 +149,130 @@ def load_schema(schema_path: str | Path) -> dict[str, Any]:
         return yaml.safe_load(handle)
 
 
+def with_defaults(config: Any, schema: dict[str, Any]) -> Any:
+    """A copy of ``config`` with the schema's defaults filled in, as Snakemake's ``validate`` fills them
+    (a key's default wherever its parent mapping exists); the config itself is left alone."""
+    import jsonschema
+
+    validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, subschema):
+        if isinstance(instance, dict):
+            for name, property_schema in properties.items():
+                if isinstance(property_schema, dict) and "default" in property_schema:
+                    instance.setdefault(name, copy.deepcopy(property_schema["default"]))
+        yield from check_properties(validator, properties, instance, subschema)
+
+    filled = copy.deepcopy(config)
+    for _ in jsonschema.validators.extend(validator_class, {"properties": set_defaults})(schema).iter_errors(filled):
+        pass  # the schema's problems are config_problems' to report
+    return filled
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _listed(value: Any) -> list[Any] | None:
+    return list(value) if isinstance(value, list) else None
+
+
+def _either(names: list[str]) -> str:
+    """``['a', 'b', 'c']`` -> ``a, b or c``."""
+    return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
+def _problem(problem: str, fix: str) -> str:
+    return f"{problem} Fix: {fix}"
+
+
+def _unknown_names(key: str, names: list[Any], known: list[str], what: str) -> list[str]:
+    unknown = [name for name in names if name not in known]
+    if not unknown:
+        return []
+    return [_problem(f"`{key}` names {what} {unknown} that config.yaml does not define.", f"use names from `{what.removesuffix('(s)')}s:`: {known}.")]
+
+
+def cross_check_problems(config: Any) -> list[str]:
+    """What the schema cannot say: names one block gives must exist in another, and what a block asks of a
+    model its family must declare. ``config`` has its defaults filled in (:func:`with_defaults`); keys of the
+    wrong type are skipped (the schema reports those)."""
+    from vlmprobe.models import FAMILIES, load_families
+    from vlmprobe.models.base import family_of
+
+    config = _mapping(config)
+    datasets, models = _mapping(config.get("datasets")), _mapping(config.get("models"))
+    dataset_names, model_names = list(datasets), list(models)
+    problems: list[str] = []
+
+    families = {}
+    for model, spec in models.items():
+        if isinstance(spec, dict) and isinstance(spec.get("family"), str):
+            try:
+                families[model] = family_of(model, spec)
+            except VlmprobeError as error:
+                problems.append(str(error))
+
+    for dataset, spec in datasets.items():
+        if isinstance(spec, dict) and "shortcut" in spec and spec.get("kind") != "synthetic-cxr":
+            problems.append(
+                _problem(
+                    f"`datasets: {dataset}: shortcut` is set, but only kind synthetic-cxr draws a shortcut marker.",
+                    "remove the key (a real dataset's nuisances go in `nuisances:`).",
+                )
+            )
+
+    multilabel = _mapping(config.get("multilabel"))
+    study = _listed(multilabel.get("datasets"))
+    if multilabel.get("enabled", True) and study is not None:
+        problems += _unknown_names("multilabel: datasets", study, dataset_names, "dataset")
+    finetune = _listed(_mapping(multilabel.get("finetune")).get("models"))
+    if finetune is not None:
+        problems += _unknown_names("multilabel: finetune: models", finetune, model_names, "model")
+        load_families()
+        trainable = [name for name, family in sorted(FAMILIES.items()) if family.trainable]
+        for model in finetune:
+            if model in families and not families[model].trainable:
+                problems.append(
+                    _problem(
+                        f"`multilabel: finetune: models` lists {model!r}, whose family {models[model].get('family')!r} has no trainable image tower.",
+                        f"fine-tune only {_either(trainable)} models.",
+                    )
+                )
+
+    heatmaps = _mapping(config.get("heatmaps"))
+    mapped_datasets = _listed(heatmaps.get("datasets"))
+    if heatmaps.get("enabled", True) and mapped_datasets is not None:
+        problems += _unknown_names("heatmaps: datasets", mapped_datasets, dataset_names, "dataset(s)")
+    mapped_models = _listed(heatmaps.get("models"))
+    if mapped_models is not None:
+        problems += _unknown_names("heatmaps: models", mapped_models, model_names, "model(s)")
+        for model in mapped_models:
+            if model in families and not families[model].has_layers:
+                problems.append(
+                    _problem(
+                        f"`heatmaps: models` lists {model!r}, whose family {models[model].get('family')!r} has no layers to attribute.",
+                        "leave it out of `heatmaps: models`.",
+                    )
+                )
+    problems += _unknown_names("heatmaps: target_layers", list(_mapping(heatmaps.get("target_layers"))), model_names, "model(s)")
+    return problems
+
+
 def check_config(config: Any, schema_path: str | Path) -> None:
-    """Raise one :class:`VlmprobeError` listing every problem of ``config`` (nothing runs before it passes)."""
-    problems = config_problems(config, load_schema(schema_path))
+    """Raise one :class:`VlmprobeError` listing every problem of ``config``, the schema's and the
+    cross-checks' together (nothing runs before it passes)."""
+    schema = load_schema(schema_path)
+    problems = config_problems(config, schema)
+    problems += [line for line in cross_check_problems(with_defaults(config, schema)) if line not in problems]
     if problems:
-        listing = "\n".join(f"  - {line}" for line in problems)
-        raise VlmprobeError(
-            f"The configuration has {len(problems)} problem(s); nothing was run:\n{listing}\n"
-            f"Edit the config file(s) given to snakemake; every key is documented in {SCHEMA_NAME}."
-        )
+        raise configuration_error(problems)
+
+
+def configuration_error(problems: list[str]) -> VlmprobeError:
+    listing = "\n".join(f"  - {line}" for line in problems)
+    return VlmprobeError(
+        f"The configuration has {len(problems)} problem(s); nothing was run:\n{listing}\n"
+        f"Edit the config file(s) given to snakemake; every key is documented in {SCHEMA_NAME}."
+    )

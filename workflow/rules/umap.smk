@@ -1,105 +1,85 @@
-# UMAP grids over n_neighbors x min_dist (cosine), one job per embedding table (not one per cell).
-
-PATHS.update(
-    {
-        "umap_coords": "results/umap/{dataset}/{model}.parquet",
-        "umap_quality": "results/umap/{dataset}/{model}_quality.parquet",
-        "umap_figure": "results/umap/{dataset}/{model}.png",
-        "umap_models": "results/umap/{dataset}/models.png",
-        "summary_umap": "results/summary/umap_quality.parquet",
-        "summary_umap_csv": "results/summary/umap_quality.csv",
-        "summary_umap_md": "results/summary/umap_quality.md",
-        "summary_umap_html": "results/summary/umap_quality.html",
-    }
-)
-
-
-def umap_grid_params(wildcards):
-    """The grid of this dataset: the config's `umap` block, overridden by the dataset's own `umap` block."""
-    grid = {
-        key: config["umap"][key]
-        for key in ("n_neighbors", "min_dist", "colour_by", "trust_subsample")
-    }
-    grid.update(config["datasets"][wildcards.dataset].get("umap", {}))
-    return grid
+# UMAP grids over n_neighbors x min_dist (cosine), one job per embedding table (not one per cell), and their summary.
 
 
 rule umap_grid:
     input:
-        manifest=PATHS["manifest"],
-        embeddings=PATHS["embedding"],
+        manifest=plan.paths["manifest"],
+        embeddings=plan.paths["embedding"],
     output:
-        coords=PATHS["umap_coords"],
-        quality=PATHS["umap_quality"],
+        coords=plan.paths["umap_coords"],
+        quality=plan.paths["umap_quality"],
         figure=report(
-            PATHS["umap_figure"],
+            plan.paths["umap_figure"],
             caption="../report/umap_grid.rst",
             category="UMAP grids",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "model": "{model}"},
         ),
     log:
-        log_path("umap_grid", "{dataset}/{model}"),
+        plan.log("umap_grid", "{dataset}/{model}"),
     benchmark:
-        benchmark_path("umap_grid", "{dataset}/{model}")
+        plan.benchmark("umap_grid", "{dataset}/{model}")
     group:
         "analysis"
     conda:
         "../../envs/analysis.yaml"
     threads: 8
     resources:
-        mem_mb=cpu_mem_mb,
-        runtime=cpu_runtime_min,
+        mem_mb=plan.resources.cpu_mem_mb,
+        runtime=plan.resources.cpu_runtime_min,
     params:
-        grid=umap_grid_params,
-        spec=model_spec,
-        seed=config["seed"],
+        grid=plan.umap_grid_params,
+        spec=plan.model_spec,
+        seed=plan.seed,
     script:
         "../../scripts/umap_grid.py"
 
 
 rule umap_models:
     input:
-        manifest=PATHS["manifest"],
-        coords=expand(PATHS["umap_coords"], model=MODELS, allow_missing=True),
-        quality=expand(PATHS["umap_quality"], model=MODELS, allow_missing=True),
+        manifest=plan.paths["manifest"],
+        coords=plan.per_model("umap_coords"),
+        quality=plan.per_model("umap_quality"),
     output:
         report(
-            PATHS["umap_models"],
+            plan.paths["umap_models"],
             caption="../report/umap_grid.rst",
             category="UMAP grids",
             subcategory="{dataset}",
             labels={"dataset": "{dataset}", "model": "all models"},
         ),
     log:
-        log_path("umap_models", "{dataset}"),
+        plan.log("umap_models", "{dataset}"),
     localrule: True
     conda:
         "../../envs/analysis.yaml"
     params:
-        models=MODELS,
-        cell=lambda wildcards: config["umap"]["summary_cell"],
-        colour_by=lambda wildcards: umap_grid_params(wildcards)["colour_by"],
+        models=plan.models,
+        cell=plan.umap_summary_cell,
+        colour_by=plan.umap_colour_by,
     script:
         "../../scripts/umap_models.py"
 
 
-def umap_targets():
-    if not config["umap"]["enabled"]:
-        return []
-    return (
-        expand(PATHS["umap_figure"], dataset=DATASETS, model=MODELS)
-        + expand(PATHS["umap_models"], dataset=DATASETS)
-        + [
-            PATHS[key]
-            for key in (
-                "summary_umap",
-                "summary_umap_csv",
-                "summary_umap_md",
-                "summary_umap_html",
-            )
-        ]
-    )
-
-
-TARGET_FUNCTIONS.append(umap_targets)
+rule summary_umap:
+    input:
+        quality=plan.umap_qualities(),
+    output:
+        table=plan.paths["summary_umap"],
+        csv=plan.paths["summary_umap_csv"],
+        markdown=plan.paths["summary_umap_md"],
+        html=report(
+            plan.paths["summary_umap_html"],
+            caption="../report/summary_tables.rst",
+            category="Summary tables",
+            subcategory="UMAP quality",
+        ),
+    log:
+        plan.log("summary_umap", "summary"),
+    localrule: True
+    conda:
+        "../../envs/summary.yaml"
+    params:
+        tables=plan.umap_tables(),
+    script:
+        "../../scripts/summary_umap.py"

@@ -1,4 +1,4 @@
-"""The nuisance stage: what else than the diagnosis an embedding encodes, and how much a probe leans on it.
+"""Nuisance probes: what else than the diagnosis an embedding encodes (probes and variance shares per target).
 
 Everything here works from the cached embedding table and the manifest; no model is loaded.
 
@@ -24,46 +24,24 @@ Per target
   ``(1 + #{permuted >= observed}) / (1 + n_permutations)`` of the balanced accuracy. Permuted fits are
   extra target columns of one solver call (the one-vs-rest columns are independent problems), so they
   cost little more than one fit.
-* **Variance share** (all rows with a value, train and test: a description of the table, not a
-  prediction). ``r2``: the share of the embedding's total variance (centred, in its own units - no
-  standardisation, a dimension counts by its variance) explained by a least-squares linear map from the
-  target's one-hot coding; for a one-hot coding this is exactly the between-class sum of squares over the
-  total sum of squares (multivariate eta squared), so an embedding built as ``class mean + noise`` has
-  ``r2`` = between-class variance / total variance. ``r2_adjusted`` = ``1 - (1 - r2) (n - 1) / (n - p - 1)``
-  (``p``: rank of the centred coding, ``K - 1`` for one-hot), whose expectation over random labellings is
-  about 0, as ``r2``'s is ``p / (n - 1)``. For a nuisance, ``r2_unique`` = R²(diagnosis ⊕ nuisance) −
-  R²(diagnosis) on the same rows: the variance the nuisance explains beyond the diagnosis (a shortcut
-  correlated with the diagnosis shares its variance with it; an independent one adds its own). ``cka``:
-  linear CKA (Kornblith et al., 2019) between the centred embedding and the centred coding, a
-  scale-free similarity in [0, 1] beside it.
+* **Variance share** (all rows with a value, train and test): ``r2``, ``r2_adjusted``, for a nuisance
+  ``r2_unique`` (beyond the diagnosis) and linear ``cka``, :mod:`vlmprobe.nuisance.variance` says how.
 
-Shortcut-sensitivity curve
---------------------------
-:func:`shortcut_curve` asks how much a diagnostic probe's test accuracy depends on a binary nuisance
-(the synthetic-cxr burned-in marker) that agreed with a binary diagnosis in training. For every
-*training agreement rate* ``r`` it draws, from the manifest's training rows, ``n`` rows per class of which
-``round(r n)`` carry the marker state that agrees with the class (marker present with the finding,
-absent without it) and the rest the other state; ``n`` is the largest size every rate allows, so all
-points have the same training size and class balance. The probe (the classifier above) is fitted and
-scored on the test rows, whose four (class, agrees) cells are re-weighted to a *test agreement* ``a``:
-balanced accuracy = mean over the classes of ``a * acc(class, agrees) + (1 - a) * acc(class, disagrees)`` -
-the expected balanced accuracy on a test population with that agreement, computed from all test rows.
-Three test conditions per ``r``: ``same`` (``a = r``), ``removed`` (``a = 0.5``) and ``reversed``
-(``a = 1 - r``). ``repeats`` seeded draws per rate give a mean and std. A probe that uses the marker gains
-on ``same`` and loses on ``reversed`` as ``r`` grows towards 1; one that reads only the finding stays flat.
+The shortcut-sensitivity curve is :mod:`vlmprobe.nuisance.shortcut`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vlmprobe.errors import VlmprobeError
+from vlmprobe.nuisance.variance import adjusted_r2, linear_cka, one_hot, variance_share
 
 log = logging.getLogger(__name__)
 
@@ -71,81 +49,6 @@ MIN_TRAIN_ROWS = 2
 """A nuisance value needs at least this many training rows to be a class of its probe."""
 PRESENT, ABSENT = "present", "absent"
 DIAGNOSIS = "diagnosis"
-DEFAULT_RATES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-
-
-# --------------------------------------------------------------------------------------------------
-# Variance shares
-
-
-def _centred_basis(coding: np.ndarray) -> np.ndarray:
-    """An orthonormal basis (n, p) of the column space of the centred ``coding`` (p = its rank)."""
-    coding = np.asarray(coding, dtype=np.float64)
-    if coding.ndim == 1:
-        coding = coding[:, None]
-    centred = coding - coding.mean(axis=0)
-    if centred.shape[1] == 0:
-        return np.zeros((coding.shape[0], 0))
-    u, s, _ = np.linalg.svd(centred, full_matrices=False)
-    if s.size == 0 or s[0] == 0:
-        return np.zeros((coding.shape[0], 0))
-    keep = s > s[0] * max(centred.shape) * np.finfo(np.float64).eps
-    return u[:, keep]
-
-
-def one_hot(values: Sequence[Any]) -> np.ndarray:
-    """``(n, K)`` 0/1 coding of categorical ``values`` (categories in sorted order)."""
-    categories = sorted(set(values))
-    index = {value: i for i, value in enumerate(categories)}
-    coding = np.zeros((len(values), len(categories)))
-    coding[np.arange(len(values)), [index[value] for value in values]] = 1.0
-    return coding
-
-
-def variance_share(x: np.ndarray, coding: np.ndarray) -> tuple[float, int]:
-    """``(r2, p)``: share of the centred ``x``'s total variance explained by a linear map from ``coding``.
-
-    ``r2 = |Q^T Xc|_F^2 / |Xc|_F^2`` with ``Q`` an orthonormal basis of the centred coding's columns (rank ``p``);
-    for a one-hot coding this is the between-class over the total sum of squares.
-    """
-    xc = np.asarray(x, dtype=np.float64)
-    xc = xc - xc.mean(axis=0)
-    total = float(np.einsum("ij,ij->", xc, xc))
-    basis = _centred_basis(coding)
-    if total == 0.0 or basis.shape[1] == 0:
-        return 0.0, int(basis.shape[1])
-    explained = basis.T @ xc
-    return float(np.einsum("ij,ij->", explained, explained) / total), int(basis.shape[1])
-
-
-def adjusted_r2(r2: float, n: int, p: int) -> float | None:
-    """``1 - (1 - r2) (n - 1) / (n - p - 1)``: about 0 in expectation for an unrelated coding of rank ``p``."""
-    if n - p - 1 <= 0:
-        return None
-    return float(1.0 - (1.0 - r2) * (n - 1) / (n - p - 1))
-
-
-def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
-    """Linear CKA (Kornblith et al., 2019) of two representations of the same rows, centred here.
-
-    ``|Yc^T Xc|_F^2 / (|Xc^T Xc|_F |Yc^T Yc|_F)``; the Gram norms are computed on the smaller side.
-    """
-    xc = np.asarray(x, dtype=np.float64)
-    yc = np.asarray(y, dtype=np.float64)
-    if yc.ndim == 1:
-        yc = yc[:, None]
-    xc = xc - xc.mean(axis=0)
-    yc = yc - yc.mean(axis=0)
-
-    def gram_norm(m: np.ndarray) -> float:
-        gram = m.T @ m if m.shape[1] <= m.shape[0] else m @ m.T
-        return float(np.linalg.norm(gram))
-
-    denominator = gram_norm(xc) * gram_norm(yc)
-    if denominator == 0.0:
-        return 0.0
-    cross = yc.T @ xc
-    return float(np.einsum("ij,ij->", cross, cross) / denominator)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -172,7 +75,7 @@ class _Designs:
         return self._cache[key]
 
 
-def _fit_predict(x: np.ndarray, train_rows: np.ndarray, targets: np.ndarray, test_rows: np.ndarray, designs: _Designs | None = None) -> np.ndarray:
+def fit_predict(x: np.ndarray, train_rows: np.ndarray, targets: np.ndarray, test_rows: np.ndarray, designs: _Designs | None = None) -> np.ndarray:
     """Decision values on ``x[test_rows]`` of the linear probe's classifier fitted on ``x[train_rows]``, one
     column per ``targets`` column (+1/-1 per training row)."""
     from vlmprobe.linear_svc import C_NUMERATOR, fit_squared_hinge_ovr
@@ -219,7 +122,7 @@ def probe_target(
     rng = np.random.default_rng(seed)
     permuted = [rng.permutation(y_train) for _ in range(n_permutations)]
     columns = [_targets(labels, n_classes) for labels in [y_train, *permuted]]
-    decision = _fit_predict(x, train, np.concatenate(columns, axis=1), test, designs)
+    decision = fit_predict(x, train, np.concatenate(columns, axis=1), test, designs)
     width = columns[0].shape[1]
     predictions = [_decide(decision[:, i * width : (i + 1) * width], n_classes) for i in range(len(columns))]
     observed = predictions[0]
@@ -389,95 +292,6 @@ def nuisance_probe(
 
 
 # --------------------------------------------------------------------------------------------------
-# Shortcut-sensitivity curve
-
-
-def _curve_size(agree: Mapping[int, int], disagree: Mapping[int, int], rates: Sequence[float]) -> int:
-    """Largest rows per class that every rate can draw: ``round(r n)`` agreeing, ``n - round(r n)`` not."""
-    best = min(agree[c] + disagree[c] for c in (0, 1))
-    for n in range(best, 0, -1):
-        if all(round(r * n) <= agree[c] and n - round(r * n) <= disagree[c] for r in rates for c in (0, 1)):
-            return n
-    return 0
-
-
-def shortcut_curve(
-    x: np.ndarray,
-    diagnosis: np.ndarray,
-    marker: np.ndarray,
-    split: Sequence[str],
-    rates: Sequence[float] = DEFAULT_RATES,
-    repeats: int = 5,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Balanced test accuracy of a diagnostic probe trained where the marker agrees with the diagnosis at each rate.
-
-    ``diagnosis`` and ``marker`` are booleans per row (the finding present; the marker burned in). See the
-    module docstring for the design; returns the per-rate rows (mean, std over ``repeats``) and the sizes.
-    """
-    diagnosis = np.asarray(diagnosis, dtype=bool)
-    marker = np.asarray(marker, dtype=bool)
-    split = np.asarray(split)
-    rates = [float(r) for r in rates]
-    if not rates or any(not 0.0 <= r <= 1.0 for r in rates):
-        raise VlmprobeError(f"shortcut curve rates {rates} must lie in [0, 1].", "give agreement rates such as [0.5, 0.7, 0.9, 1.0].")
-    agrees = diagnosis == marker
-    train, test = split == "train", split == "test"
-    pool = {(c, a): np.flatnonzero(train & (diagnosis == bool(c)) & (agrees == a)) for c in (0, 1) for a in (True, False)}
-    cells = {(c, a): np.flatnonzero(test & (diagnosis == bool(c)) & (agrees == a)) for c in (0, 1) for a in (True, False)}
-    empty = [f"{'with' if c else 'without'} the finding, marker {'agreeing' if a else 'disagreeing'}" for (c, a), rows in cells.items() if rows.size == 0]
-    if empty:
-        raise VlmprobeError(
-            f"Shortcut curve: no test row {' / '.join(empty)}; the four (finding, marker) cells all need test rows.",
-            "use a shortcut rate strictly between 0 and 1 and enough images (n_images) for the finding's prevalence.",
-        )
-    n = _curve_size({c: pool[(c, True)].size for c in (0, 1)}, {c: pool[(c, False)].size for c in (0, 1)}, rates)
-    if n < 2:
-        raise VlmprobeError(
-            "Shortcut curve: the training rows allow fewer than 2 rows per class at some rate.",
-            "use more images (n_images), a more prevalent finding, or a shortcut rate nearer 0.5.",
-        )
-    rng = np.random.default_rng(seed)
-    points = []
-    for rate in rates:
-        n_agree = round(rate * n)
-        scores: dict[str, list[float]] = {"same": [], "removed": [], "reversed": []}
-        for _ in range(repeats):
-            chosen = np.concatenate(
-                [rng.choice(pool[(c, True)], n_agree, replace=False) for c in (0, 1)]
-                + [rng.choice(pool[(c, False)], n - n_agree, replace=False) for c in (0, 1)]
-            )
-            test_rows = np.concatenate(list(cells.values()))
-            decision = _fit_predict(x, chosen, np.where(diagnosis[chosen], 1.0, -1.0)[:, None], test_rows)
-            predicted = dict(zip(test_rows.tolist(), (decision[:, 0] > 0).tolist()))
-            accuracy = {key: float(np.mean([predicted[i] == bool(key[0]) for i in rows])) for key, rows in cells.items()}
-
-            def at(agreement: float) -> float:
-                return float(np.mean([agreement * accuracy[(c, True)] + (1 - agreement) * accuracy[(c, False)] for c in (0, 1)]))
-
-            scores["same"].append(at(rate))
-            scores["removed"].append(at(0.5))
-            scores["reversed"].append(at(1.0 - rate))
-        points.append(
-            {
-                "train_agreement": rate,
-                **{f"{name}_mean": float(np.mean(values)) for name, values in scores.items()},
-                **{f"{name}_std": float(np.std(values)) for name, values in scores.items()},
-            }
-        )
-    return {
-        "rates": rates,
-        "repeats": repeats,
-        "seed": seed,
-        "n_train_per_class": n,
-        "train_pool": {f"{'finding' if c else 'no_finding'}_{'agree' if a else 'disagree'}": int(rows.size) for (c, a), rows in pool.items()},
-        "test_cells": {f"{'finding' if c else 'no_finding'}_{'agree' if a else 'disagree'}": int(rows.size) for (c, a), rows in cells.items()},
-        "test_conditions": {"same": "test agreement = training agreement", "removed": "test agreement 0.5", "reversed": "test agreement = 1 - training agreement"},
-        "points": points,
-    }
-
-
-# --------------------------------------------------------------------------------------------------
 # Files
 
 
@@ -505,35 +319,5 @@ def nuisance_for_table(
             n_permutations=n_permutations, seed=int(manifest_meta.get("seed", 0)), dataset=dataset,
         )  # fmt: skip
     result.update(dataset=dataset, model=model)
-    write_json(output_path, result)
-    return result
-
-
-def shortcut_curve_for_table(
-    manifest_path: str | Path,
-    embedding_path: str | Path,
-    output_path: str | Path,
-    finding: str,
-    column: str,
-    rates: Sequence[float],
-    repeats: int,
-    dataset: str,
-    model: str,
-    expected_spec: dict[str, Any] | None = None,
-    n_jobs: int = 1,
-) -> dict[str, Any]:
-    """The curve for one (dataset, model): ``finding`` (a label) against the yes/no ``column`` (``meta_marker``)."""
-    from threadpoolctl import threadpool_limits
-
-    from vlmprobe.formats.embeddings import aligned
-    from vlmprobe.io import write_json
-
-    manifest, matrix, manifest_meta, _ = aligned(manifest_path, embedding_path, expected_spec)
-    nuisance_columns_problem(list(manifest.columns), [column], dataset)
-    diagnosis = np.array([finding in names for names in manifest["labels"].to_list()])
-    marker = np.array([value == "yes" for value in manifest[column].to_list()])
-    with threadpool_limits(limits=max(1, n_jobs), user_api="blas"):
-        result = shortcut_curve(matrix, diagnosis, marker, manifest["split"].to_list(), rates, repeats, int(manifest_meta.get("seed", 0)))
-    result.update(dataset=dataset, model=model, finding=finding, column=column, observed_agreement=float(np.mean(diagnosis == marker)))
     write_json(output_path, result)
     return result

@@ -1,8 +1,9 @@
 """The UMAP stage: one grid job per embedding table, and a cross-model summary per dataset.
 
-The computation is :mod:`vlmprobe.umap.grid`, the pictures :mod:`vlmprobe.umap.figures`; this module
-only connects them to the workflow's files: colour labels from the manifest (multi-label datasets by
-a chosen label or "normal / one finding / several"), outputs written atomically.
+The computation is :mod:`vlmprobe.umap.grid`, its files :mod:`vlmprobe.umap.grid_file`, the pictures
+:mod:`vlmprobe.umap.figures`; this module only connects them to the workflow's files: colour labels from
+the manifest (multi-label datasets by a chosen label or "normal / one finding / several"), outputs
+written atomically.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def grid_for_table(
 ) -> None:
     from vlmprobe.formats.embeddings import aligned
     from vlmprobe.umap.figures import plot_grid
-    from vlmprobe.umap.grid import compute_grid, write_grid
+    from vlmprobe.umap.grid import compute_grid
+    from vlmprobe.umap.grid_file import write_grid
 
     manifest, matrix, manifest_meta, _ = aligned(manifest_path, embedding_path, expected_spec)
     colours = colour_labels(manifest, manifest_meta["classes"], manifest_meta["multilabel"], colour_by)
@@ -78,7 +80,7 @@ def dataset_summary(
     """All models of one dataset side by side at one cell (the poster's comparison), quality in each panel."""
     from vlmprobe.formats.manifest import read_manifest
     from vlmprobe.umap.figures import plot_models_at_cell
-    from vlmprobe.umap.grid import read_cell
+    from vlmprobe.umap.grid_file import read_cell
 
     table, meta = read_manifest(manifest_path)
     manifest = pl.from_arrow(table)
@@ -110,7 +112,7 @@ def nuisance_grid_figure(
     from vlmprobe.errors import VlmprobeError
     from vlmprobe.formats.manifest import read_manifest
     from vlmprobe.umap.figures import plot_grid
-    from vlmprobe.umap.grid import read_grid
+    from vlmprobe.umap.grid_file import read_grid
 
     table, _ = read_manifest(manifest_path)
     manifest = pl.from_arrow(table)
@@ -131,8 +133,8 @@ def nuisance_grid_figure(
 
 def rescored_silhouette(result: Any, codes: np.ndarray) -> pl.DataFrame:
     """The grid's quality table with ``silhouette`` recomputed per cell for other labels (``codes``, -1 = none)."""
-    from vlmprobe.umap.grid import _silhouette
+    from vlmprobe.umap.quality import layout_silhouette
 
-    scores = {(k, m): _silhouette(result.coords[a, b], codes) for a, k in enumerate(result.n_neighbors) for b, m in enumerate(result.min_dists)}
+    scores = {(k, m): layout_silhouette(result.coords[a, b], codes) for a, k in enumerate(result.n_neighbors) for b, m in enumerate(result.min_dists)}
     cells = zip(result.quality["n_neighbors"].to_list(), result.quality["min_dist"].to_list())
     return result.quality.with_columns(pl.Series("silhouette", [scores.get(cell, float("nan")) for cell in cells], pl.Float64))
