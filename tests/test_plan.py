@@ -14,8 +14,8 @@ from support import PIXELS, REPO, TINY_VIT
 
 from vlmprobe.config_check import check_config, load_schema, with_defaults
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.models.base import FAMILIES, ModelFamily, register_family
-from vlmprobe.plan import NO_TEXT_TOWER, PATHS, Plan, path
+from vlmprobe.models.base import FAMILIES, NO_TEXT_TOWER, ModelFamily, register_family
+from vlmprobe.plan import PATHS, Plan, path
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 RESNET = {"family": "timm", "name": "resnet18", "pretrained": False, "image_size": 64}
@@ -70,12 +70,6 @@ def test_the_study_runs_what_each_family_declares(shipped):
         ("resnet18", "ft"): "not listed in `multilabel: finetune: models`",
     }
     assert all(entry["protocol"] == "vlmprobe" for entry in shipped.multilabel_skipped())
-
-
-def test_the_skip_reason_of_zero_shot_is_the_zero_shot_stage_s_own_words():
-    from vlmprobe.multilabel.zero_shot import NO_TEXT_TOWER as stage_words
-
-    assert NO_TEXT_TOWER == stage_words
 
 
 def test_a_disabled_setting_says_so():

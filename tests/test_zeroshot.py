@@ -10,9 +10,10 @@ from vlmprobe.embed import embed_manifest
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.formats.predictions import read_predictions
 from vlmprobe.models import family_of
+from vlmprobe.models.base import NO_TEXT_TOWER
 from vlmprobe.models.prompts import class_text_embeddings, render_prompts
 from vlmprobe.multilabel.metrics import evaluate_files
-from vlmprobe.multilabel.zero_shot import NO_TEXT_TOWER, cosine_scores, decide, run_zero_shot_files
+from vlmprobe.multilabel.zero_shot import cosine_scores, decide, run_zero_shot_files
 
 TINY_VIT = {"family": "open_clip", "name": "vlmprobe-vit-tiny", "pretrained": None}
 PIXELS = {"family": "pixels", "image_size": 8}

@@ -17,6 +17,8 @@ from typing import Any
 from vlmprobe.errors import VlmprobeError
 
 FAMILIES: dict[str, ModelFamily] = {}
+# Why a model gets no zero-shot setting: the plan's skip reason and the zero-shot stage's error.
+NO_TEXT_TOWER = "no text tower (zero-shot needs a family that declares one, e.g. open_clip)"
 # The fix every family gives when weights are not available offline.
 OFFLINE_FIX = (
     "on a machine with internet, download the weights (e.g. `huggingface-cli download <repo>` or open_clip's "

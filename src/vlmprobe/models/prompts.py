@@ -37,7 +37,7 @@ def render_prompts(classes: Sequence[str], templates: Sequence[str], label_text:
     return [[template.replace("{label}", label_phrase(name, label_text)) for template in templates] for name in classes]
 
 
-def _normalise(matrix: np.ndarray) -> np.ndarray:
+def normalise(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float64)
     norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
     return matrix / np.where(norms > 0, norms, 1.0)
@@ -46,9 +46,9 @@ def _normalise(matrix: np.ndarray) -> np.ndarray:
 def class_text_embeddings(encode_text: Callable[[list[str]], np.ndarray], prompts: Sequence[Sequence[str]]) -> np.ndarray:
     """(C, d) unit vectors: the normalised mean of each class's normalised prompt embeddings."""
     flat = [prompt for group in prompts for prompt in group]
-    encoded = _normalise(encode_text(flat))
+    encoded = normalise(encode_text(flat))
     out, start = [], 0
     for group in prompts:
         out.append(encoded[start : start + len(group)].mean(axis=0))
         start += len(group)
-    return _normalise(np.stack(out))
+    return normalise(np.stack(out))

@@ -44,14 +44,12 @@ from typing import Any
 import numpy as np
 
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.models.prompts import DEFAULT_TEMPLATES, _normalise, class_text_embeddings, render_prompts
+from vlmprobe.models.base import NO_TEXT_TOWER
+from vlmprobe.models.prompts import DEFAULT_TEMPLATES, class_text_embeddings, normalise, render_prompts
 
 log = logging.getLogger(__name__)
 
-"""Model families whose encoders have a text tower."""
-
 RULES = ("sigmoid", "softmax", "top1", "cosine")
-NO_TEXT_TOWER = "no text tower (zero-shot needs a family that declares one, e.g. open_clip)"
 EMBED_SEED = 0
 """The torch seed the embed job sets before loading a model (``vlmprobe.embed.embed_manifest``'s default),
 unless the table's metadata records another."""
@@ -63,7 +61,7 @@ def cosine_scores(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> 
             f"Image embeddings are {image_embeddings.shape[1]}-D but the text tower gives {text_embeddings.shape[1]}-D.",
             "the embedding table must come from the same open_clip model; delete it and re-run.",
         )
-    return _normalise(image_embeddings) @ _normalise(text_embeddings).T
+    return normalise(image_embeddings) @ normalise(text_embeddings).T
 
 
 def cosine_scores_raw(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
@@ -115,7 +113,7 @@ def check_same_image_tower(encoder, image_path: str, stored: np.ndarray, embeddi
     with torch.inference_mode():
         batch = encoder.preprocess(load_image(image_path)).unsqueeze(0).to(next(encoder.image_module.parameters()).device)
         fresh = encoder.encode_image(batch).float().cpu().numpy()[0]
-    cosine = float(_normalise(fresh) @ _normalise(stored))
+    cosine = float(normalise(fresh) @ normalise(stored))
     if cosine < 0.99:
         raise VlmprobeError(
             f"The model loaded for zero-shot does not reproduce the embedding table {str(embedding_path)!r} "

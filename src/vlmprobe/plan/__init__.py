@@ -21,16 +21,14 @@ from typing import Any
 from vlmprobe.config_check import configuration_error, cross_check_problems
 from vlmprobe.datasets import is_multilabel
 from vlmprobe.formats.embeddings import FORMAT_VERSION
-from vlmprobe.models.base import ModelFamily, family_of
+from vlmprobe.models.base import NO_TEXT_TOWER, ModelFamily, family_of
 from vlmprobe.plan.paths import PATHS, benchmark_path, log_path, path, summary_files
 from vlmprobe.plan.resources import Resources
 
-__all__ = ["NO_TEXT_TOWER", "PATHS", "SETTINGS", "Plan", "benchmark_path", "log_path", "path"]
+__all__ = ["PATHS", "SETTINGS", "Plan", "benchmark_path", "log_path", "path"]
 
 SETTINGS = ("zs", "lp", "ft")
 SETTING_BLOCKS = {"zs": "zero_shot", "lp": "linear_probe", "ft": "finetune"}
-# The skip reason of zero-shot for a model without a text tower (vlmprobe.multilabel.zero_shot words its error the same).
-NO_TEXT_TOWER = "no text tower (zero-shot needs a family that declares one, e.g. open_clip)"
 # Keys of a multi-label block that change no number (runtime settings), left out of the jobs' params.
 RUNTIME_KEYS = ("enabled", "models", "device", "num_workers", "progress")
 
