@@ -82,7 +82,7 @@ def test_the_module_map_names_every_module():
     match = re.search(r"^## Module map\n(.*?)(?=^## |\Z)", page, flags=re.M | re.S)
     assert match, "docs/development.md has no '## Module map' section"
     documented = set(re.findall(r"`(vlmprobe(?:\.\w+)*)`", match.group(1)))
-    package_units = {name for name in modules() if name.count(".") == 1}
+    package_units = {name for name in modules() if name != "vlmprobe"}
     missing = sorted(package_units - documented)
     stale = sorted(name for name in documented if name not in modules())
     assert not missing, f"modules missing from the module map: {missing}"

@@ -11,7 +11,7 @@ with paired statistics (the samples both get right or both get wrong say nothing
   same resampled rows for both entries (and for all k fold models of each); the interval is the central
   ``confidence`` share of the resampled differences (percentile interval: for a difference of two
   accuracies, a linear statistic, the basic and percentile intervals coincide up to skew). The resamples
-  are :func:`vlmprobe.multilabel.metrics.bootstrap_weights` (seeded by the config's ``seed``), the ones the
+  are :func:`vlmprobe.stats.bootstrap_weights` (seeded by the config's ``seed``), the ones the
   multi-label study's intervals use, so every pair of a dataset sees the same resamples. The fold models
   are kept fixed: the interval is the uncertainty from the finite test set, which is what decides whether
   a difference measured on that test set is real; the spread from re-training (the fold models' std in

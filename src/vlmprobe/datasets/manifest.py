@@ -1,4 +1,5 @@
-"""The one manifest format: records + splits -> ``results/manifests/{dataset}.parquet``.
+"""Building the manifest: records + splits -> ``results/manifests/{dataset}.parquet`` (read back with
+:mod:`vlmprobe.formats.manifest`).
 
 Columns: ``sample_id`` (unique string), ``path``, ``labels`` (list of strings), ``split``
 ('train'/'test'), ``fold`` (0..4 for train rows, null for test rows), ``boxes`` (finding boxes, maybe

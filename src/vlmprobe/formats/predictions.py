@@ -1,4 +1,5 @@
-"""Per-sample test predictions of the linear probe (the poster's protocol), for paired comparisons.
+"""Per-sample test predictions, the files paired comparisons read: the linear probe's (:class:`ProbePredictions`)
+and each multi-label setting's (:class:`Predictions`).
 
 ``results/linear_probe/{dataset}/{model}.predictions.parquet`` sits beside the probe's JSON and holds
 one row per test sample, in manifest order:

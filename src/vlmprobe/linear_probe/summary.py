@@ -1,4 +1,4 @@
-"""Summary tables across models and datasets, in the studies' own layouts.
+"""The linear-probe summary across models and datasets, in the poster's own layout.
 
 The linear-probe summary has one row per (dataset, model) with the poster's numbers as fractions;
 the Markdown rendering is the poster's table: models as rows, datasets as column pairs
