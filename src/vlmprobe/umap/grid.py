@@ -114,21 +114,6 @@ def _checked_min_dists(values: Sequence[float]) -> list[float]:
     return sorted(set(checked))
 
 
-def _checked_min_dists(values: Sequence[float]) -> list[float]:
-    checked = []
-    for value in values:
-        value = float(value)
-        if not (0.0 <= value <= SPREAD):
-            raise VlmprobeError(
-                f"umap min_dist value {value!r} is outside [0, {SPREAD}] (UMAP needs 0 <= min_dist <= spread).",
-                "Use min_dist values between 0 and 1 in umap.min_dist.",
-            )
-        checked.append(value)
-    if not checked:
-        raise VlmprobeError("umap.min_dist is empty.", "Give at least one min_dist value.")
-    return sorted(set(checked))
-
-
 def _checked_embeddings(embeddings: np.ndarray) -> np.ndarray:
     data = np.ascontiguousarray(embeddings, dtype=np.float32)
     if data.ndim != 2 or data.shape[0] < 3:
