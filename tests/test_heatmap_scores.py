@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.heatmaps import scores as cam_scores
+from vlmprobe.heatmaps import scores as map_scores
 from vlmprobe.heatmaps import summary as heatmap_summary_module
 from vlmprobe.heatmaps.scores import (
     area_fraction,
@@ -136,7 +136,7 @@ def test_label_region_prefers_boxes_then_masks(tmp_path):
     region, _ = label_region("malignant", SHAPE, None, str(small), ["malignant"])
     assert region.shape == SHAPE and region[:2, :3].all()
     with pytest.raises(VlmprobeError, match="missing.png"):
-        cam_scores.mask_region(tmp_path / "missing.png", SHAPE)
+        map_scores.mask_region(tmp_path / "missing.png", SHAPE)
 
 
 def test_summarise_uses_scored_maps_only():

@@ -21,8 +21,8 @@ import torch
 
 from vlmprobe.formats.manifest import read_manifest
 from vlmprobe.formats.maps import read_maps, write_maps
-from vlmprobe.heatmaps import figures as cam_figures
-from vlmprobe.heatmaps import scores as cam_scores
+from vlmprobe.heatmaps import figures as map_figures
+from vlmprobe.heatmaps import scores as map_scores
 from vlmprobe.heatmaps.geometry import input_geometry, map_at_image_size, resize_map, to_input
 from vlmprobe.heatmaps.maps import choose_targets, compute_maps, select_images, target_layer
 from vlmprobe.heatmaps.scorers import scores_of
@@ -104,9 +104,9 @@ def run_heatmaps(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_maps(out_dir / "maps.npz", maps, _map_index(manifest, rows, images, classes, scores, flat), provenance)
     title = f"{dataset} / {model_id} / {setting} ({method} on {layer.name})"
-    for page, figure in enumerate(cam_figures.overlay_pages(image_rows, title, rows_per_page), start=1):
+    for page, figure in enumerate(map_figures.overlay_pages(image_rows, title, rows_per_page), start=1):
         save_figure(out_dir / f"overlays_{page:02d}.png", figure)
-    frame = pl.DataFrame(records, schema=cam_scores.SCORE_SCHEMA)
+    frame = pl.DataFrame(records, schema=map_scores.SCORE_SCHEMA)
     arrow = frame.to_arrow()
     arrow = arrow.replace_schema_metadata({b"vlmprobe": json.dumps(provenance, sort_keys=True, default=str)})
     write_parquet(scores_path, arrow)
@@ -160,8 +160,8 @@ def _score_maps(
                 continue
             label = classes[label_index]
             cam = resize_map(maps[map_index], shape)
-            region, source = cam_scores.label_region(label, shape, boxes, manifest["annotation_path"][row], labels)
-            score = cam_scores.score_map(cam, region, threshold, threshold_rule) if region is not None else None
+            region, source = map_scores.label_region(label, shape, boxes, manifest["annotation_path"][row], labels)
+            score = map_scores.score_map(cam, region, threshold, threshold_rule) if region is not None else None
             records.append(
                 {
                     **identity,
@@ -177,18 +177,18 @@ def _score_maps(
                 }
             )
             panels.append(
-                cam_figures.MapPanel(
+                map_figures.MapPanel(
                     label, kind, float(scores[position, label_index]), cam,
                     [b for b in boxes or [] if b["label"] == label],
                     score.pointing_game if score else None,
                 )
             )
-        image_rows.append(cam_figures.ImageRow(manifest["sample_id"][row], image, list(labels), list(boxes or []), panels))
+        image_rows.append(map_figures.ImageRow(manifest["sample_id"][row], image, list(labels), list(boxes or []), panels))
     return records, image_rows
 
 
 def _log_summary(frame) -> None:
-    summary = cam_scores.summarise(frame, ["setting"])
+    summary = map_scores.summarise(frame, ["setting"])
     if summary.height:
         row = summary.row(0, named=True)
         log.info(
@@ -241,14 +241,14 @@ def write_settings_comparison(manifest_path, maps_dirs: dict[str, Any], out_path
             break
         record = by_id[sample_id]
         image = np.asarray(load_image(record["path"]))
-        region, _ = cam_scores.label_region(label, image.shape[:2], record["boxes"], record["annotation_path"], record["labels"])
+        region, _ = map_scores.label_region(label, image.shape[:2], record["boxes"], record["annotation_path"], record["labels"])
         if region is None:  # e.g. 'normal': annotated image, but nothing marks this label
             continue
         maps = {setting: map_at_image_size(data[setting], indices[setting][(sample_id, label)]) for setting in settings}
-        hits = {setting: cam_scores.pointing_game(cam, region) for setting, cam in maps.items()}
+        hits = {setting: map_scores.pointing_game(cam, region) for setting, cam in maps.items()}
         boxes = [box for box in record["boxes"] or [] if box["label"] == label]
-        rows.append(cam_figures.ComparisonRow(sample_id, image, label, boxes, maps, hits))
+        rows.append(map_figures.ComparisonRow(sample_id, image, label, boxes, maps, hits))
     method = ", ".join(sorted({str(d["provenance"].get("method")) for d in data.values()}))
-    figure = cam_figures.settings_comparison(rows, settings, f"{dataset} / {model_id}: the same images in each setting ({method})")
+    figure = map_figures.settings_comparison(rows, settings, f"{dataset} / {model_id}: the same images in each setting ({method})")
     save_figure(out_path, figure)
     return len(rows)

@@ -3,6 +3,9 @@
 ``trustworthiness`` is scikit-learn's definition (cosine distances in the input space, Euclidean in the
 layout) on a fixed subsample, with the input-space ranks computed once for all cells of a grid;
 ``silhouette`` is scikit-learn's silhouette score of the class labels on the 2-D coordinates (same subsample).
+
+The rank table and the trustworthiness sum follow scikit-learn's ``sklearn.manifold.trustworthiness``
+(BSD-3-Clause, Copyright (c) 2007-2026 The scikit-learn developers; see THIRD_PARTY_NOTICES.md).
 """
 
 from __future__ import annotations
