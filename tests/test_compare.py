@@ -256,14 +256,14 @@ def test_multilabel_settings_compared_on_exact_match(tmp_path):
     write_parquet(tmp_path / "m.parquet", manifest)
     u = rng.uniform(size=n)
     entries_ = []
-    for setting, rate in (("good", 0.7), ("bad", 0.4), ("same", 0.4)):
+    predictions = {}
+    for setting, rate in (("good", 0.7), ("bad", 0.4)):
         flip = rng.integers(0, 4, size=n)
-        predicted = truth.copy()
+        predictions[setting] = truth.copy()
         wrong = u >= rate
-        predicted[wrong, flip[wrong]] ^= True  # exactly one wrong label where the setting misses
-        if setting == "same":
-            predicted = previous
-        previous = predicted
+        predictions[setting][wrong, flip[wrong]] ^= True  # exactly one wrong label where the setting misses
+    predictions["same"] = predictions["bad"]  # identical predictions: no difference, p = 1
+    for setting, predicted in predictions.items():
         path = tmp_path / f"{setting}.parquet"
         write_predictions(path, Predictions(ids[n_train:], predicted.astype(float), predicted, classes, {"setting": setting}))
         entries_.append({"dataset": "ml", "model": "m", "setting": setting, "predictions": str(path)})
