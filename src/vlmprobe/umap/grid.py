@@ -273,14 +273,9 @@ def compute_grid(
             "Add smaller n_neighbors values for this dataset (its umap override in config.yaml).",
         )
     mds = _checked_min_dists(min_dists)
-    labels = None
-    if quality_labels is not None:
-        labels = np.asarray(quality_labels)
-        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"quality_labels must be {n} integers, got shape {labels.shape} dtype {labels.dtype}")
+    labels = _checked_quality_labels(quality_labels, n)
     n_jobs = max(1, int(n_jobs))
 
-    from threadpoolctl import threadpool_limits
     from umap.umap_ import find_ab_params
 
     curve = {m: tuple(float(v) for v in find_ab_params(SPREAD, m)) for m in mds}
@@ -290,85 +285,18 @@ def compute_grid(
     try:
         # Quality inputs first: workers load them on their first task.
         t = time.perf_counter()
-        subsample = trust_subsample_indices(n, int(trust_subsample), seed)
-        trust_k = int(trust_n_neighbors) if trust_n_neighbors < subsample.size / 2 else 0
-        if trust_k != trust_n_neighbors:
-            log.info("UMAP quality: %d points are too few for trustworthiness at %d neighbours; left out.", subsample.size, trust_n_neighbors)
-        with threadpool_limits(limits=n_jobs):
-            ranks = input_rank_table(data[subsample])
-        write_quality_inputs(scratch, ranks, subsample, trust_k, None if labels is None else labels[subsample])
-        del ranks
+        subsample, trust_k = _write_quality_inputs(scratch, data, labels, trust_subsample, trust_n_neighbors, seed, n_jobs)
         timings["quality_setup"] = time.perf_counter() - t
-
         if n_jobs > 1:
             # Start the workers now: their start-up (imports, kernel load) overlaps the neighbour search.
-            pool = ProcessPoolExecutor(
-                max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker
-            )
+            pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker)
             for _ in range(n_jobs):
                 pool.submit(started)
-
         t = time.perf_counter()
-        k_max = max(kept)
-        if knn is None:
-            with threadpool_limits(limits=n_jobs):
-                knn_indices, knn_distances = exact_cosine_knn(data, k_max)
-        else:
-            knn_indices, knn_distances = (np.asarray(a) for a in knn)
-            if knn_indices.shape != knn_distances.shape or knn_indices.shape[0] != n or knn_indices.shape[1] < k_max:
-                raise ValueError(f"knn arrays {knn_indices.shape} must be ({n}, >= {k_max})")
+        knn_indices, knn_distances = _neighbours(data, knn, max(kept), n_jobs)
         timings["knn"] = time.perf_counter() - t
-
-        layouts = np.full((len(kept), len(mds), n, N_COMPONENTS), np.nan, dtype=np.float32)
-        scores: dict[tuple[int, int], tuple[float, float]] = {}
-        futures: list[Future] = []
-        results: list[dict[str, Any]] = []
-        edges: dict[int, int] = {}
-        epochs_used = None
-        t = time.perf_counter()
-        prepare_seconds = 0.0
-        tasks_left: dict[int, int] = {}
-        # Largest n_neighbors first: the slowest tasks start first, the small ones fill in at the end.
-        for k in sorted(kept, reverse=True):
-            tp = time.perf_counter()
-            with threadpool_limits(limits=1 if pool is not None else n_jobs):
-                prepared = prepare(data, knn_indices, knn_distances, k, seed, n_epochs)
-            prepare_seconds += time.perf_counter() - tp
-            epochs_used = prepared.n_epochs
-            edges[k] = prepared.n_edges
-            folder = scratch / f"k{k}"
-            folder.mkdir()
-            write_prepared(folder, prepared)
-            del prepared
-            chunks = _min_dist_chunks(mds, len(kept), n_jobs)
-            tasks_left[k] = len(chunks)
-            for cells in chunks:
-                task = {
-                    "folder": str(folder),
-                    "scratch": str(scratch),
-                    "n_neighbors": k,
-                    "cells": cells,
-                    "a": [curve[mds[c]][0] for c in cells],
-                    "b": [curve[mds[c]][1] for c in cells],
-                    "n_epochs": epochs_used,
-                    "engine": engine,
-                }
-                if pool is None:
-                    results.append(_done(run_layouts(task), tasks_left, scratch))
-                else:
-                    futures.append(pool.submit(run_layouts, task))
-        for future in as_completed(futures):
-            results.append(_done(future.result(), tasks_left, scratch))
-        timings["prepare"] = prepare_seconds
-        timings["layouts_wall"] = time.perf_counter() - t
-        timings["layouts_cpu"] = sum(r["layout_seconds"] for r in results)
-        timings["quality_cpu"] = sum(r["quality_seconds"] for r in results)
-        row_of = {k: i for i, k in enumerate(kept)}
-        for r in results:
-            i = row_of[r["n_neighbors"]]
-            for c, layout, score in zip(r["cells"], r["layouts"], r["scores"]):
-                layouts[i, c] = layout
-                scores[(i, c)] = score
+        cells = _layout_cells(pool, scratch, data, knn_indices, knn_distances, kept, mds, curve, seed, n_epochs, engine, n_jobs)
+        timings.update(cells.timings)
     except BrokenProcessPool as error:
         raise VlmprobeError(
             f"A UMAP worker process died ({error}). Usual causes: out of memory, or a calling script whose "
@@ -381,17 +309,6 @@ def compute_grid(
             pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(scratch, ignore_errors=True)
 
-    import polars as pl
-
-    quality = pl.DataFrame(
-        {
-            "n_neighbors": [k for k in kept for _ in mds],
-            "min_dist": [m for _ in kept for m in mds],
-            "trustworthiness": [scores[(i, j)][0] for i in range(len(kept)) for j in range(len(mds))],
-            "silhouette": [scores[(i, j)][1] for i in range(len(kept)) for j in range(len(mds))],
-        },
-        schema={"n_neighbors": pl.Int32, "min_dist": pl.Float64, "trustworthiness": pl.Float64, "silhouette": pl.Float64},
-    )
     timings["total"] = time.perf_counter() - began
     params = {
         "seed": int(seed),
@@ -401,7 +318,7 @@ def compute_grid(
         "min_dist": mds,
         "dropped_n_neighbors": dropped,
         "n_samples": n,
-        "n_epochs": epochs_used,
+        "n_epochs": cells.n_epochs,
         "spread": SPREAD,
         "learning_rate": LEARNING_RATE,
         "repulsion_strength": REPULSION_STRENGTH,
@@ -412,7 +329,7 @@ def compute_grid(
         "neighbours": "exact" if knn is None else "given",
         "engine": engine,
         "curve_a_b": {str(m): list(curve[m]) for m in mds},
-        "edges": {str(k): edges[k] for k in kept},
+        "edges": {str(k): cells.edges[k] for k in kept},
         "trust_n_neighbors": trust_k,
         "trust_subsample": int(subsample.size),
         "silhouette": "sklearn silhouette_score on the 2-D layout, same subsample" if labels is not None else None,
@@ -423,5 +340,144 @@ def compute_grid(
     log.info(
         "UMAP grid: %d x %d cells on %d points in %.1f s (neighbours %.1f s, layouts %.1f s wall on %d process(es)).",
         len(kept), len(mds), n, timings["total"], timings["knn"], timings["layouts_wall"], n_jobs,
+    )  # fmt: skip
+    return GridResult(kept, mds, cells.coords, _quality_table(kept, mds, cells.scores), dropped, params)
+
+
+def _checked_quality_labels(quality_labels: np.ndarray | None, n: int) -> np.ndarray | None:
+    if quality_labels is None:
+        return None
+    labels = np.asarray(quality_labels)
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"quality_labels must be {n} integers, got shape {labels.shape} dtype {labels.dtype}")
+    return labels
+
+
+def _write_quality_inputs(
+    scratch: Path, data: np.ndarray, labels: np.ndarray | None, trust_subsample: int, trust_n_neighbors: int, seed: int, n_jobs: int
+) -> tuple[np.ndarray, int]:
+    """The seeded quality subsample's input ranks and labels, written for the workers; ``(subsample, trust_k)``
+    with ``trust_k`` 0 where the subsample is too small for trustworthiness at ``trust_n_neighbors``."""
+    from threadpoolctl import threadpool_limits
+
+    subsample = trust_subsample_indices(data.shape[0], int(trust_subsample), seed)
+    trust_k = int(trust_n_neighbors) if trust_n_neighbors < subsample.size / 2 else 0
+    if trust_k != trust_n_neighbors:
+        log.info("UMAP quality: %d points are too few for trustworthiness at %d neighbours; left out.", subsample.size, trust_n_neighbors)
+    with threadpool_limits(limits=n_jobs):
+        ranks = input_rank_table(data[subsample])
+    write_quality_inputs(scratch, ranks, subsample, trust_k, None if labels is None else labels[subsample])
+    return subsample, trust_k
+
+
+def _neighbours(data: np.ndarray, knn: tuple[np.ndarray, np.ndarray] | None, k_max: int, n_jobs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine neighbours (``k_max`` columns), or the given ones after a shape check."""
+    from threadpoolctl import threadpool_limits
+
+    if knn is None:
+        with threadpool_limits(limits=n_jobs):
+            return exact_cosine_knn(data, k_max)
+    knn_indices, knn_distances = (np.asarray(a) for a in knn)
+    n = data.shape[0]
+    if knn_indices.shape != knn_distances.shape or knn_indices.shape[0] != n or knn_indices.shape[1] < k_max:
+        raise ValueError(f"knn arrays {knn_indices.shape} must be ({n}, >= {k_max})")
+    return knn_indices, knn_distances
+
+
+@dataclass
+class _Cells:
+    """Every cell's layout and quality scores, and what the layouts were made with."""
+
+    coords: np.ndarray  # (n_neighbors, min_dist, n_samples, 2)
+    scores: dict[tuple[int, int], tuple[float, float]]  # (row, column) -> (trustworthiness, silhouette)
+    edges: dict[int, int]  # n_neighbors -> edges of its fuzzy graph
+    n_epochs: int | None
+    timings: dict[str, float]
+
+
+def _layout_cells(
+    pool: ProcessPoolExecutor | None,
+    scratch: Path,
+    data: np.ndarray,
+    knn_indices: np.ndarray,
+    knn_distances: np.ndarray,
+    kept: list[int],
+    mds: list[float],
+    curve: dict[float, tuple[float, ...]],
+    seed: int,
+    n_epochs: int | None,
+    engine: str,
+    n_jobs: int,
+) -> _Cells:
+    """Prepare each n_neighbors (graph, initialisation) and lay out its min_dist cells, in ``pool``'s workers or here."""
+    from threadpoolctl import threadpool_limits
+
+    n = data.shape[0]
+    futures: list[Future] = []
+    results: list[dict[str, Any]] = []
+    edges: dict[int, int] = {}
+    epochs_used = None
+    t = time.perf_counter()
+    prepare_seconds = 0.0
+    tasks_left: dict[int, int] = {}
+    # Largest n_neighbors first: the slowest tasks start first, the small ones fill in at the end.
+    for k in sorted(kept, reverse=True):
+        tp = time.perf_counter()
+        with threadpool_limits(limits=1 if pool is not None else n_jobs):
+            prepared = prepare(data, knn_indices, knn_distances, k, seed, n_epochs)
+        prepare_seconds += time.perf_counter() - tp
+        epochs_used = prepared.n_epochs
+        edges[k] = prepared.n_edges
+        folder = scratch / f"k{k}"
+        folder.mkdir()
+        write_prepared(folder, prepared)
+        del prepared
+        chunks = _min_dist_chunks(mds, len(kept), n_jobs)
+        tasks_left[k] = len(chunks)
+        for cells in chunks:
+            task = {
+                "folder": str(folder),
+                "scratch": str(scratch),
+                "n_neighbors": k,
+                "cells": cells,
+                "a": [curve[mds[c]][0] for c in cells],
+                "b": [curve[mds[c]][1] for c in cells],
+                "n_epochs": epochs_used,
+                "engine": engine,
+            }
+            if pool is None:
+                results.append(_done(run_layouts(task), tasks_left, scratch))
+            else:
+                futures.append(pool.submit(run_layouts, task))
+    for future in as_completed(futures):
+        results.append(_done(future.result(), tasks_left, scratch))
+    timings = {
+        "prepare": prepare_seconds,
+        "layouts_wall": time.perf_counter() - t,
+        "layouts_cpu": sum(r["layout_seconds"] for r in results),
+        "quality_cpu": sum(r["quality_seconds"] for r in results),
+    }
+    coords = np.full((len(kept), len(mds), n, N_COMPONENTS), np.nan, dtype=np.float32)
+    scores: dict[tuple[int, int], tuple[float, float]] = {}
+    row_of = {k: i for i, k in enumerate(kept)}
+    for r in results:
+        i = row_of[r["n_neighbors"]]
+        for c, layout, score in zip(r["cells"], r["layouts"], r["scores"]):
+            coords[i, c] = layout
+            scores[(i, c)] = score
+    return _Cells(coords=coords, scores=scores, edges=edges, n_epochs=epochs_used, timings=timings)
+
+
+def _quality_table(kept: list[int], mds: list[float], scores: dict[tuple[int, int], tuple[float, float]]):
+    """One row per cell: n_neighbors, min_dist, trustworthiness, silhouette."""
+    import polars as pl
+
+    return pl.DataFrame(
+        {
+            "n_neighbors": [k for k in kept for _ in mds],
+            "min_dist": [m for _ in kept for m in mds],
+            "trustworthiness": [scores[(i, j)][0] for i in range(len(kept)) for j in range(len(mds))],
+            "silhouette": [scores[(i, j)][1] for i in range(len(kept)) for j in range(len(mds))],
+        },
+        schema={"n_neighbors": pl.Int32, "min_dist": pl.Float64, "trustworthiness": pl.Float64, "silhouette": pl.Float64},
     )
-    return GridResult(kept, mds, layouts, quality, dropped, params)
