@@ -216,16 +216,30 @@ def run_linear_probe(
     if fscore == "binary" and len(problem.classes) != 2:
         raise VlmprobeError(f"Linear probe: `fscore: binary` needs 2 classes, the dataset has {len(problem.classes)}.", "use `fscore: macro`.")
     positive = None if fscore == "macro" else positive_index(problem.classes, positive_label)
+    fits, outcomes = _fit_all(problem, solver, cores, tol=tol, max_iter=max_iter, seed=seed)
+    protocol = _protocol_record(problem, solver, positive, positive_label, tol=tol, max_iter=max_iter, seed=seed)
+    return _result(problem, fits, outcomes, positive, protocol)
 
+
+def _fits(problem: Problem) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """``(rows to fit, {part: rows to predict})``: one fit per CV fold (scored on its fold and the test set),
+    then the final fit on all training rows."""
     fits: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
     for f in range(problem.n_folds):
         in_fold = problem.fold_of_train == f
         fits.append((problem.train_rows[~in_fold], {"val": problem.train_rows[in_fold], "test": problem.test_rows}))
     fits.append((problem.train_rows, {"test": problem.test_rows}))
+    return fits
 
+
+def _fit_all(
+    problem: Problem, solver: str, cores: int, *, tol: float, max_iter: int, seed: int
+) -> tuple[list[tuple[np.ndarray, dict[str, np.ndarray]]], list[dict[str, Any]]]:
+    """Every fit of :func:`_fits`, within ``cores``; returns the fits and their outcomes, in order."""
     from joblib import Parallel, delayed
     from threadpoolctl import threadpool_limits
 
+    fits = _fits(problem)
     # n_jobs is this call's whole core budget. The six fits share it as threads (BLAS and
     # liblinear release the GIL) and each fit's BLAS gets what is left over; BLAS is never left
     # at its default of every core of the machine, because multi-threaded OpenBLAS/LAPACK on
@@ -257,28 +271,14 @@ def run_linear_probe(
             outcomes = [run(fit) for fit in fits]
         else:
             outcomes = Parallel(n_jobs=workers, prefer="threads")(delayed(run)(fit) for fit in fits)
+    return fits, outcomes
 
-    y_test = problem.y[problem.test_rows]
-    fold_records = []
-    for f, outcome in enumerate(outcomes[:-1]):
-        y_val = problem.y[fits[f][1]["val"]]
-        fold_records.append(
-            {
-                "fold": f,
-                "n_fit": outcome["n_fit"],
-                "n_val": int(y_val.size),
-                "C": outcome["C"],
-                "val": _scores(y_val, outcome["predictions"]["val"], positive),
-                "test": _scores(y_test, outcome["predictions"]["test"], positive),
-                "solver_info": outcome["solver_info"],
-            }
-        )
-    final = outcomes[-1]
-    metrics = ("accuracy", "fscore", "macro_f1")
-    summary = {
-        part: {m: _mean_std([record[part][m] for record in fold_records]) for m in metrics} for part in ("test", "val")
-    }
-    protocol = {
+
+def _protocol_record(
+    problem: Problem, solver: str, positive: int | None, positive_label: str | None, *, tol: float, max_iter: int, seed: int
+) -> dict[str, Any]:
+    """Every parameter of the protocol as this run applied it."""
+    return {
         "name": PROTOCOL_NAME,
         "classifier": "LinearSVC problem: L2 penalty, squared hinge, one-vs-rest, intercept_scaling=1 (regularized)",
         "solver": solver,
@@ -298,6 +298,36 @@ def run_linear_probe(
         "positive_label_rule": "given" if positive_label is not None else "second class in sorted order",
         "std_ddof": STD_DDOF,
         "seed": seed,
+    }
+
+
+def _result(
+    problem: Problem,
+    fits: list[tuple[np.ndarray, dict[str, np.ndarray]]],
+    outcomes: list[dict[str, Any]],
+    positive: int | None,
+    protocol: dict[str, Any],
+) -> dict[str, Any]:
+    """The returned record (see :func:`run_linear_probe`): scores per fold model, the final model, mean ± std."""
+    y_test = problem.y[problem.test_rows]
+    fold_records = []
+    for f, outcome in enumerate(outcomes[:-1]):
+        y_val = problem.y[fits[f][1]["val"]]
+        fold_records.append(
+            {
+                "fold": f,
+                "n_fit": outcome["n_fit"],
+                "n_val": int(y_val.size),
+                "C": outcome["C"],
+                "val": _scores(y_val, outcome["predictions"]["val"], positive),
+                "test": _scores(y_test, outcome["predictions"]["test"], positive),
+                "solver_info": outcome["solver_info"],
+            }
+        )
+    final = outcomes[-1]
+    metrics = ("accuracy", "fscore", "macro_f1")
+    summary = {
+        part: {m: _mean_std([record[part][m] for record in fold_records]) for m in metrics} for part in ("test", "val")
     }
     return {
         "protocol": protocol,
