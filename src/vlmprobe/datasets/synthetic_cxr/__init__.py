@@ -69,10 +69,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 
 from PIL import Image
 
+from vlmprobe.datasets.records import Box, Record
 from vlmprobe.datasets.synthetic_cxr.render import burn_marker, marker_region, render_case
 from vlmprobe.datasets.synthetic_cxr.sampling import (
     DEFAULT_PREVALENCE,
@@ -83,7 +85,7 @@ from vlmprobe.datasets.synthetic_cxr.sampling import (
     resolve_shortcut,
     sample_case,
 )
-from vlmprobe.datasets.synthetic_cxr.specs import FINDINGS, NORMAL_LABEL, Box, Case, Finding, Rendered
+from vlmprobe.datasets.synthetic_cxr.specs import FINDINGS, NORMAL_LABEL, Case, Finding, Rendered
 from vlmprobe.errors import VlmprobeError
 
 __all__ = [
@@ -167,7 +169,7 @@ def generate_synthetic_cxr(
             "sample_id": name,
             "path": str(path),
             "labels": case.labels,
-            "boxes": [box.as_record() for box in rendered.boxes],
+            "boxes": [asdict(box) for box in rendered.boxes],
         }
         if meta:
             record["meta"] = meta
@@ -185,9 +187,6 @@ def load_records(spec: Mapping, ctx) -> list:
     overrides), ``images_per_patient`` (default 1), ``shortcut`` (optional burned-in marker, ``meta_marker``);
     the seed is the workflow's ``seed``.
     """
-    from vlmprobe.datasets.records import Box as RecordBox
-    from vlmprobe.datasets.records import Record
-
     generated = generate_synthetic_cxr(
         ctx.data_dir / "images",
         n_images=int(spec.get("n_images", 600)),
@@ -202,7 +201,7 @@ def load_records(spec: Mapping, ctx) -> list:
             sample_id=item["sample_id"],
             path=item["path"],
             labels=tuple(item["labels"]),
-            boxes=tuple(RecordBox(**box) for box in item["boxes"]),
+            boxes=tuple(Box(**box) for box in item["boxes"]),
             meta=dict(item.get("meta", {})),
         )
         for item in generated

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from vlmprobe.datasets.records import Box
 from vlmprobe.datasets.synthetic_cxr.geometry import (
     enlarged_heart,
     heart_mask,
@@ -22,7 +23,7 @@ from vlmprobe.datasets.synthetic_cxr.geometry import (
     smoothstep,
     soft_inside,
 )
-from vlmprobe.datasets.synthetic_cxr.specs import FINDINGS, SIDES, Anatomy, Box, Case, Finding, Lung, Rendered
+from vlmprobe.datasets.synthetic_cxr.specs import FINDINGS, SIDES, Anatomy, Case, Finding, Lung, Rendered
 
 # A finding's mask counts as "changed" above this value; its box is the bounding box of those pixels.
 BOX_MASK_THRESHOLD = 0.05

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vlmprobe.datasets.records import Box
+
 FINDINGS: tuple[str, ...] = ("cardiomegaly", "effusion", "nodule", "opacity", "pneumothorax")
 NORMAL_LABEL = "normal"
 
@@ -93,18 +95,6 @@ class Case:
     def labels(self) -> list[str]:
         names = sorted(f.label for f in self.findings)
         return names or [NORMAL_LABEL]
-
-
-@dataclass(frozen=True)
-class Box:
-    label: str
-    x0: int
-    y0: int
-    x1: int  # exclusive
-    y1: int  # exclusive
-
-    def as_record(self) -> dict:
-        return {"label": self.label, "x0": self.x0, "y0": self.y0, "x1": self.x1, "y1": self.y1}
 
 
 @dataclass(frozen=True)
