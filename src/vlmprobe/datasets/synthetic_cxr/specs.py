@@ -76,7 +76,7 @@ class Anatomy:
 
 @dataclass(frozen=True)
 class Finding:
-    """One planted finding; ``params`` are in anatomy coordinates (see the ``_draw_*`` functions)."""
+    """One planted finding; ``params`` are in anatomy coordinates (see the ``_draw_*`` functions of :mod:`.render`)."""
 
     label: str
     side: int
@@ -89,7 +89,7 @@ class Case:
     image_size: int
     anatomy: Anatomy
     findings: tuple[Finding, ...]
-    marker: bool = False  # the burned-in shortcut marker (see the module docstring)
+    marker: bool = False  # the burned-in shortcut marker (see the package docstring)
 
     @property
     def labels(self) -> list[str]:
