@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from support import REPO, TINY_VIT
 from support.spine import CHUNK, spine_config, spine_folder
-from support.workflow import files_under, snakemake, start_snakemake
+from support.workflow import files_under, offline_env, snakemake, start_snakemake
 
 from vlmprobe import embed as embed_module
 from vlmprobe.datasets import make_manifest
@@ -318,7 +318,9 @@ def test_snakemake_killed_during_finetuning_resumes_from_its_last_checkpoint(spi
     finetuned = results / "finetune" / "alpha" / "vit"
     last = finetuned / "resume" / "last.pt"
 
-    process = start_snakemake(workdir, target, config=config)
+    # the job holds after epoch 1's checkpoint (a hook of scripts/finetune.py): the kill lands mid-training,
+    # not wherever the second epoch (tens of milliseconds here) happens to be when the poll sees the file
+    process = start_snakemake(workdir, target, config=config, env=offline_env() | {"VLMPROBE_TEST_HOLD_AFTER_EPOCH": "1"})
     try:
         wait_for(last.exists, process, "the first epoch's checkpoint")
     finally:

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from support.multilabel import finetune, synthetic_manifest
+from support.multilabel import Interrupted, finetune, interrupt_after, synthetic_manifest
 
 from vlmprobe.embed import embed_manifest
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.formats.embeddings import read_embeddings
 from vlmprobe.formats.predictions import read_predictions
 from vlmprobe.models.finetuned import linear_layer, load_finetuned
-from vlmprobe.multilabel.finetune import FinetuneSettings, SimulatedInterruption
+from vlmprobe.multilabel.finetune import FinetuneSettings
 from vlmprobe.multilabel.metrics import evaluate_files
 from vlmprobe.multilabel.zero_shot import run_zero_shot_files
 
@@ -66,8 +66,8 @@ def test_a_killed_run_resumes_to_the_same_bits(small_manifest, tmp_path, caplog)
     settings = FinetuneSettings(epochs=2, patience=5, batch_size=16, lr=1e-3, head_lr=1e-3, image_size=32)
     straight = finetune(small_manifest, spec, tmp_path / "straight", settings)
 
-    with pytest.raises(SimulatedInterruption):
-        finetune(small_manifest, spec, tmp_path / "killed", settings, stop_after_epoch=1)
+    with pytest.raises(Interrupted):
+        finetune(small_manifest, spec, tmp_path / "killed", settings, after_epoch=interrupt_after(1))
     resume = tmp_path / "killed" / "resume"
     assert (resume / "last.pt").is_file() and not (tmp_path / "killed" / "encoder.safetensors").exists()
     with caplog.at_level(logging.INFO, logger="vlmprobe.multilabel.finetune"):
@@ -89,8 +89,8 @@ def test_a_killed_run_resumes_to_the_same_bits(small_manifest, tmp_path, caplog)
     assert [h["val_loss"] for h in straight["history"]] == [h["val_loss"] for h in resumed["history"]]
 
     # a checkpoint made with other settings is not resumed from
-    with pytest.raises(SimulatedInterruption):
-        finetune(small_manifest, spec, tmp_path / "changed", settings, stop_after_epoch=1)
+    with pytest.raises(Interrupted):
+        finetune(small_manifest, spec, tmp_path / "changed", settings, after_epoch=interrupt_after(1))
     other = FinetuneSettings(**{**settings.__dict__, "epochs": 1, "lr": 5e-4})
     with caplog.at_level(logging.INFO, logger="vlmprobe.multilabel.finetune"):
         fresh = finetune(small_manifest, spec, tmp_path / "changed", other)

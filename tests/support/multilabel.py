@@ -31,6 +31,20 @@ def finetune_outputs(folder):
     )
 
 
+class Interrupted(RuntimeError):
+    """Raised by :func:`interrupt_after`: a fine-tuning run stopped at a known point, its checkpoint written."""
+
+
+def interrupt_after(epoch):
+    """An ``after_epoch`` hook for :func:`run_finetune` that stops the run once ``epoch``'s checkpoint is written."""
+
+    def hook(finished):
+        if finished >= epoch:
+            raise Interrupted(f"stopped after epoch {finished}")
+
+    return hook
+
+
 def finetune(manifest, spec, folder, settings, **kwargs):
     """Fine-tune model ``tiny`` into ``folder`` on the CPU, seed 0, one thread, quietly."""
     kwargs = {"seed": 0, "device": "cpu", "threads": 1, "progress": False, "identity": {"dataset": "synthetic-cxr"}} | kwargs

@@ -64,6 +64,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -77,12 +78,11 @@ from vlmprobe.multilabel.finetune.settings import (
     FORMAT_VERSION,
     FinetuneOutputs,
     FinetuneSettings,
-    SimulatedInterruption,
     checked_settings,
 )
 from vlmprobe.multilabel.finetune.training import train
 
-__all__ = ["EMBED_SEED", "FORMAT_VERSION", "FinetuneOutputs", "FinetuneSettings", "SimulatedInterruption", "run_finetune", "trainable_prefix"]
+__all__ = ["EMBED_SEED", "FORMAT_VERSION", "FinetuneOutputs", "FinetuneSettings", "run_finetune", "trainable_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,11 @@ def _run_finetune(
     threads: int | None = None,
     progress: bool = True,
     identity: dict[str, Any] | None = None,
-    stop_after_epoch: int | None = None,
+    after_epoch: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """``threads``: torch CPU threads (default: all cores); ``num_workers``: image-decoding processes
-    (default 0 on CPU, up to 8 on CUDA); ``stop_after_epoch``: test hook, raises
-    :class:`SimulatedInterruption` once that epoch's checkpoint is written."""
+    (default 0 on CPU, up to 8 on CUDA); ``after_epoch``: called with the epoch's number right after its
+    checkpoint is written (the tests interrupt or hold a run there, to resume it)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
     from vlmprobe.models.encode import embed_images
 
@@ -137,7 +137,7 @@ def _run_finetune(
         f", autocast {amp_dtype}" if amp_dtype is not None else "",
     )  # fmt: skip
     session_start = time.perf_counter()
-    train_seconds = train(run, rows, state, outputs.resume_dir, fingerprint, seed, model_id, session_start, progress, stop_after_epoch)
+    train_seconds = train(run, rows, state, outputs.resume_dir, fingerprint, seed, model_id, session_start, progress, after_epoch)
     stopped_early = state["epoch"] < settings.epochs
 
     load_best(run, outputs.resume_dir)

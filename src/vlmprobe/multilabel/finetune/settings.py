@@ -50,10 +50,6 @@ class FinetuneOutputs:
         return Path(self.info).parent / "resume"
 
 
-class SimulatedInterruption(RuntimeError):
-    """Raised by the test hook ``stop_after_epoch`` right after that epoch's checkpoint is written."""
-
-
 def checked_settings(model_id: str, spec: dict[str, Any], settings: FinetuneSettings) -> tuple[FinetuneSettings, bool, dict[str, Any]]:
     """``(settings, paper, spec_used)``: the settings this run uses (protocol sadman2025 replaces the configured
     ones), whether it follows that protocol, and the spec the encoder is built with (``image_size`` override)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 from vlmprobe.multilabel.finetune.checkpoints import head_state, save_checkpoint, save_torch, trainable_state
 from vlmprobe.multilabel.finetune.model import Run
 from vlmprobe.multilabel.finetune.rows import Rows
-from vlmprobe.multilabel.finetune.settings import MAX_GRAD_NORM, MIN_IMPROVEMENT, SimulatedInterruption
+from vlmprobe.multilabel.finetune.settings import MAX_GRAD_NORM, MIN_IMPROVEMENT
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def train(
     model_id: str,
     session_start: float,
     progress: bool,
-    stop_after_epoch: int | None,
+    after_epoch: Callable[[int], None] | None,
 ) -> float:
     """Epochs until ``epochs`` or early stopping, each one checkpointed; updates ``state``, returns the training
     seconds (of this and earlier sessions)."""
@@ -60,8 +61,8 @@ def train(
         log.info("epoch %d/%d: train loss %.4f, validation loss %.4f, validation mean AP %.4f%s (%.1f s)",
                  epoch + 1, settings.epochs, train_loss, val_loss, val_ap, " *" if improved else "", seconds)  # fmt: skip
         save_checkpoint(last_path, run, state, fingerprint)
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-            raise SimulatedInterruption(f"stopped after epoch {epoch + 1} (test hook)")
+        if after_epoch is not None:
+            after_epoch(epoch + 1)
     return elapsed_before + (time.perf_counter() - session_start)
 
 
