@@ -285,7 +285,7 @@ def compute_grid(
     try:
         # Quality inputs first: workers load them on their first task.
         t = time.perf_counter()
-        subsample, trust_k = _write_quality_inputs(scratch, data, labels, trust_subsample, trust_n_neighbors, seed, n_jobs)
+        subsample, trust_k = _quality_subsample(scratch, data, labels, trust_subsample, trust_n_neighbors, seed, n_jobs)
         timings["quality_setup"] = time.perf_counter() - t
         if n_jobs > 1:
             # Start the workers now: their start-up (imports, kernel load) overlaps the neighbour search.
@@ -353,11 +353,11 @@ def _checked_quality_labels(quality_labels: np.ndarray | None, n: int) -> np.nda
     return labels
 
 
-def _write_quality_inputs(
+def _quality_subsample(
     scratch: Path, data: np.ndarray, labels: np.ndarray | None, trust_subsample: int, trust_n_neighbors: int, seed: int, n_jobs: int
 ) -> tuple[np.ndarray, int]:
-    """The seeded quality subsample's input ranks and labels, written for the workers; ``(subsample, trust_k)``
-    with ``trust_k`` 0 where the subsample is too small for trustworthiness at ``trust_n_neighbors``."""
+    """Draw the seeded quality subsample and write its input ranks and labels for the workers; returns
+    ``(subsample, trust_k)``, ``trust_k`` 0 where the subsample is too small for trustworthiness at ``trust_n_neighbors``."""
     from threadpoolctl import threadpool_limits
 
     subsample = trust_subsample_indices(data.shape[0], int(trust_subsample), seed)

@@ -94,7 +94,6 @@ __all__ = [
     "MARKER_META",
     "NORMAL_LABEL",
     "REPEAT_EXPOSURE_JITTER",
-    "Box",
     "Case",
     "Finding",
     "Rendered",

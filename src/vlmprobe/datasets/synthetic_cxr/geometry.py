@@ -1,5 +1,7 @@
-"""Shapes of the synthetic chest, vectorised over anatomy-coordinate arrays: soft masks with compact support,
-the lung outline, the heart ellipse. Shared by sampling (to place findings inside a lung) and rendering."""
+"""Shapes of the synthetic chest (soft masks, the lung outline, the heart ellipse), vectorised over anatomy coordinates.
+
+Shared by sampling (to place findings inside a lung) and rendering.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Turning a :class:`~.specs.Case` into 8-bit pixels and one bounding box per finding.
+"""Turning a case into 8-bit pixels and one bounding box per finding.
 
 Every finding is a local change of the density map with compact support; the global acquisition steps after
 it are the same with or without the finding, so rendering a subset of the findings changes pixels only near

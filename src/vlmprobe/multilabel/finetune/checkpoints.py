@@ -1,5 +1,8 @@
-"""Resume checkpoints (``resume/last.pt``, ``resume/best.pt``): written atomically after every epoch, read back
-with ``torch.load(weights_only=True)``, resumed only when their fingerprint matches the run."""
+"""Resume checkpoints of a fine-tuning run (``resume/last.pt``, ``resume/best.pt``).
+
+Written atomically after every epoch, read back with ``torch.load(weights_only=True)``, resumed only when their
+fingerprint matches the run.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Decisions on the test split and the five output files of a fine-tuning run (see the package docstring)."""
+"""Decisions on the test split and the five output files of a fine-tuning run.
+
+The files and their formats are described in the package docstring.
+"""
 
 from __future__ import annotations
 
