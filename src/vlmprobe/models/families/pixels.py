@@ -26,17 +26,22 @@ class PixelsFamily(ModelFamily):
     def check(self, model_id: str, spec: dict[str, Any]) -> None:
         return None
 
-    def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
-        import torch
+    def preprocess_without_weights(self, model_id: str, spec: dict[str, Any]) -> Any:
         from torchvision import transforms
 
         size = int(spec.get("image_size", 32))
-        grayscale = bool(spec.get("grayscale", True))
         steps = [transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BILINEAR, antialias=True)]
-        if grayscale:
+        if spec.get("grayscale", True):
             steps.append(transforms.Grayscale(num_output_channels=1))
         steps.append(transforms.ToTensor())
-        preprocess = transforms.Compose(steps)
+        return transforms.Compose(steps)
+
+    def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
+        import torch
+
+        size = int(spec.get("image_size", 32))
+        grayscale = bool(spec.get("grayscale", True))
+        preprocess = self.preprocess_without_weights(model_id, spec)
         channels = 1 if grayscale else 3
         return Encoder(
             model_id=model_id,
