@@ -154,17 +154,15 @@ def split_preprocess(transform: Any) -> PixelSplit:
 
 
 def _split_image_classification(preset: Any) -> PixelSplit:
-    """torchvision's weights transforms (``ImageClassification``): resize and crop run on the uint8 tensor."""
+    """torchvision's weights transforms (``ImageClassification.forward``): resize and centre crop on the PIL image,
+    ``pil_to_tensor``, ``convert_image_dtype`` (``/ 255``), normalise."""
     crop = _size(preset.crop_size)
     height, width = crop * (2 if len(crop) == 1 else 1)
-    step = {
-        "op": "tensor_resize_crop",
-        "resize_size": _size(preset.resize_size),
-        "crop_size": [height, width],
-        "interpolation": _interpolation(preset.interpolation),
-        "antialias": preset.antialias,
-    }
-    return PixelSplit((step,), height, width, 3, tuple(map(float, preset.mean)), tuple(map(float, preset.std)), {"scale": "convert_image_dtype"})
+    steps = (
+        {"op": "resize", "size": _size(preset.resize_size), "interpolation": _interpolation(preset.interpolation), "max_size": None, "antialias": preset.antialias},
+        {"op": "center_crop", "size": [height, width]},
+    )
+    return PixelSplit(steps, height, width, 3, _constants(preset.mean), _constants(preset.std), {"scale": "convert_image_dtype"})
 
 
 def geometry_transform(geometry: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> Callable[[Any], Any]:
@@ -172,19 +170,7 @@ def geometry_transform(geometry: list[dict[str, Any]] | tuple[dict[str, Any], ..
     import numpy as np
     from torchvision import transforms
     from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import functional as F  # noqa: N812 - torchvision's own name
 
-    if len(geometry) == 1 and geometry[0]["op"] == "tensor_resize_crop":
-        step = geometry[0]
-
-        def tensor_steps(image):
-            # ImageClassification.forward up to convert_image_dtype, on the uint8 tensor
-            pixels = F.pil_to_tensor(image)
-            pixels = F.resize(pixels, step["resize_size"], interpolation=InterpolationMode(step["interpolation"]), antialias=step["antialias"])
-            pixels = F.center_crop(pixels, step["crop_size"])
-            return np.ascontiguousarray(pixels.permute(1, 2, 0).numpy())
-
-        return tensor_steps
     built = []
     for step in geometry:
         op = step["op"]
