@@ -126,7 +126,7 @@ def test_embeddings_from_the_cache_equal_decoding_afresh(case, dataset, tiny_cli
 
     # the model's input tensors themselves, then the embedding tables
     fresh = torch.stack([encoder.preprocess(load_image(p)) for p in paths]).contiguous(memory_format=torch.channels_last)
-    from_cache = to_model(torch.from_numpy(np.ascontiguousarray(cache.pixels)), split_preprocess(encoder.preprocess), "cpu")
+    from_cache = to_model(torch.from_numpy(np.array(cache.pixels)), split_preprocess(encoder.preprocess), "cpu")
     assert torch.equal(from_cache, fresh)
     decoded, cached = tmp_path / "decoded.parquet", tmp_path / "cached.parquet"
     embed_manifest(dataset, "m", spec, decoded, device="cpu", batch_size=4, num_workers=0)

@@ -279,7 +279,7 @@ class PixelBatches:
         import torch
 
         first = self.start + index * self.batch_size
-        return torch.from_numpy(np.ascontiguousarray(self.cache.pixels[first : first + self.batch_size]))
+        return torch.from_numpy(np.array(self.cache.pixels[first : first + self.batch_size]))  # read from the map into memory
 
 
 def open_cache(pixels_path: str | Path, index_path: str | Path, split: PixelSplit, sample_ids: list[str], paths: list[str]) -> CachedPixels | str:
