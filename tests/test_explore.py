@@ -221,3 +221,30 @@ def test_searching_a_sample_id_finds_it(page):
     assert page.evaluate("explorer.search('no-such-id')") == -1
     assert "no sample id" in page.evaluate("document.getElementById('search-result').textContent")
     assert page.console_errors() == []
+
+
+@needs_browser
+def test_a_large_page_draws_every_point_as_pixels_and_hovers(tmp_path):
+    n = 6000  # beyond 5,000 points the page writes pixels instead of drawing circles
+    paths = write_explorer_inputs(tmp_path, n=n, image_px=8)
+    thumbnails_for_dataset(paths["manifest"], paths["thumbnails"], size=16, quality=80)
+    explorer_page(paths["manifest"], paths["coords"], paths["thumbnails"], paths["page"], n_neighbors=15, min_dist=0.1, title="large")
+    with HeadlessChromium(BROWSER, width=1200, height=800) as browser:
+        browser.open(paths["page"].resolve().as_uri())
+        browser.wait_for("window.explorer && explorer.drawnCount() > 0")
+        assert browser.evaluate("explorer.drawnCount()") == n
+        i = browser.evaluate("explorer.indexOf('s04321')")
+        x, y = browser.evaluate(f"explorer.pagePosition({i})")
+        browser.mouse("mouseMoved", x, y)
+        browser.wait_for("!document.getElementById('tooltip').hidden")
+        # points overlap at this density: the tooltip shows the point nearest the cursor, within a pixel of it
+        shown = browser.evaluate("document.getElementById('tooltip').dataset.sampleId")
+        sx, sy = browser.evaluate(f"explorer.pagePosition(explorer.indexOf('{shown}'))")
+        assert abs(sx - x) <= 1.5 and abs(sy - y) <= 1.5
+        # the pixel under the point is its class colour (class_0 is drawn in tab10 blue)
+        pixel = browser.evaluate(
+            f"(() => {{ const c = document.getElementById('plot'), r = c.getBoundingClientRect();"
+            f" const d = c.getContext('2d').getImageData(({sx} - r.left) * devicePixelRatio, ({sy} - r.top) * devicePixelRatio, 1, 1).data; return [d[0], d[1], d[2]]; }})()"
+        )
+        assert pixel in ([31, 119, 180], [255, 127, 14], [44, 160, 44]), pixel  # a class colour, drawn opaque
+        assert browser.console_errors() == []

@@ -41,7 +41,7 @@ TEMPLATE = """<!doctype html>
   {back}
 </header>
 <main>
-  <div id="plot-wrap"><canvas id="plot"></canvas><div id="tooltip" hidden></div></div>
+  <div id="plot-wrap"><canvas id="plot"></canvas><canvas id="overlay"></canvas><div id="tooltip" hidden></div></div>
   <aside>
     <section><h2>Legend</h2><div id="legend"></div></section>
     <section><h2>Selection</h2>
