@@ -96,6 +96,21 @@ def test_page_data_fields_and_colourings(explorer):
     assert fields["meta_patient"]["categories"][fields["meta_patient"]["codes"][ids.index("s00009")]] == "p0002"
 
 
+def test_multilabel_pages_colour_by_the_study_linear_probe():
+    from vlmprobe.formats.predictions import Predictions
+
+    manifest = pl.DataFrame({"sample_id": ["a", "b", "c"], "labels": [["normal"], ["effusion", "nodule"], ["nodule"]], "split": ["test", "test", "train"]})
+    predictions = Predictions(["a", "b"], np.zeros((2, 3)), np.array([[False, False, True], [True, False, False]]), ["effusion", "nodule", "normal"])
+    data = page_data(manifest, ["effusion", "nodule", "normal"], True, ["a", "b", "c"], np.zeros((3, 2)), predictions=predictions)
+    names = [c["name"] for c in data["colourings"]]
+    assert names == ["label (findings)", "label: effusion", "label: nodule", "label: normal", "linear probe", "split"]
+    probe = data["colourings"][4]
+    assert [probe["categories"][c] for c in probe["codes"]] == ["every label right", "some label wrong", "not in the test split"]
+    findings = data["colourings"][0]
+    assert [findings["categories"][c] for c in findings["codes"]] == ["normal", "several", "one finding"]
+    assert data["label_parts"][data["fields"][0]["codes"][1]] == ["effusion", "nodule"]
+
+
 def test_colourings_keep_missing_values_apart():
     colouring = categorical_colouring("c", ["b", None, "a", "", "b"])
     assert colouring["categories"] == ["a", "b", "missing"]

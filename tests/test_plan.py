@@ -123,7 +123,10 @@ def test_explore_pages_per_umap_table_thumbnails_per_dataset_and_probe_colouring
     inputs = shipped.explore.page_inputs(wildcards(dataset="digits", model="pixels"))
     assert inputs["thumbnails"] == "results/explore/digits/thumbnails"  # no {model}: one set per dataset
     assert inputs["predictions"] == "results/linear_probe/digits/pixels.predictions.parquet"
-    assert "predictions" not in shipped.explore.page_inputs(wildcards(dataset="synthetic-cxr", model="pixels"))  # multi-label
+    multilabel = shipped.explore.page_inputs(wildcards(dataset="synthetic-cxr", model="pixels"))
+    assert multilabel["predictions"] == "results/multilabel/synthetic-cxr/pixels/lp.predictions.parquet"  # the study's lp
+    off = plan_of({"cxr": CXR}, {"pixels": PIXELS}, multilabel={"linear_probe": {"enabled": False}})
+    assert "predictions" not in off.explore.page_inputs(wildcards(dataset="cxr", model="pixels"))
     params = shipped.explore.page_params(wildcards(dataset="synthetic-cxr-patients", model="pixels"))
     assert params["group"] == "meta_patient" and params["cell"] == {"n_neighbors": 15, "min_dist": 0.1}
     assert shipped.explore.page_params(wildcards(dataset="synthetic-cxr", model="pixels"))["nuisances"] == ["meta_marker"]

@@ -30,6 +30,7 @@ TAB20 = [
 ]  # fmt: skip
 VIRIDIS = ["#440154", "#46327e", "#365c8d", "#277f8e", "#1fa187", "#4ac16d", "#a0da39", "#fde725"]
 CORRECT, WRONG, NOT_TESTED = "correct", "wrong", "not in the test split"
+ALL_RIGHT, SOME_WRONG = "every label right", "some label wrong"
 PROBE_FIELD = "linear probe"
 
 
@@ -134,6 +135,22 @@ def probe_outcomes(sample_ids: Sequence[str], predictions: Any) -> tuple[list[st
     return outcomes, predicted
 
 
+def multilabel_outcomes(sample_ids: Sequence[str], labels: Sequence[Sequence[str]], predictions: Any) -> tuple[list[str], list[str]]:
+    """Per sample: every label right / some labels wrong / not in the test split, and the labels predicted."""
+    by_id = {sid: row for row, sid in enumerate(predictions.sample_ids)}
+    outcomes, predicted = [], []
+    for sid, names in zip(sample_ids, labels):
+        row = by_id.get(sid)
+        if row is None:
+            outcomes.append(NOT_TESTED)
+            predicted.append("not tested")
+            continue
+        guess = [name for name, flag in zip(predictions.classes, predictions.predicted[row]) if flag]
+        outcomes.append(ALL_RIGHT if set(guess) == set(names) else SOME_WRONG)
+        predicted.append(", ".join(guess) or "none")
+    return outcomes, predicted
+
+
 def page_data(
     manifest: Any,
     classes: Sequence[str],
@@ -152,7 +169,8 @@ def page_data(
 ) -> dict[str, Any]:
     """The JSON object of one page. ``manifest`` is the polars manifest; ``sample_ids`` / ``xy`` the cell's
     points in the grid's order; ``thumbnails`` a :class:`vlmprobe.explore.thumbnails.ThumbnailIndex`;
-    ``predictions`` the linear probe's :class:`vlmprobe.formats.predictions.ProbePredictions` or None."""
+    ``predictions`` the linear probe's :class:`vlmprobe.formats.predictions.ProbePredictions` (multi-class) or
+    the multi-label study's ``lp`` :class:`vlmprobe.formats.predictions.Predictions`, or None."""
     row_of = {sid: i for i, sid in enumerate(manifest["sample_id"].to_list())}
     unknown = [sid for sid in sample_ids if sid not in row_of]
     if unknown:
@@ -178,9 +196,12 @@ def page_data(
     else:
         colourings.append(categorical_colouring("label", [names[0] for names in labels], order=sorted(set(classes) & {n[0] for n in labels})))
     if predictions is not None:
-        outcomes, predicted = probe_outcomes(sample_ids, predictions)
-        present = [c for c in (CORRECT, WRONG, NOT_TESTED) if c in set(outcomes)]
-        colours = {CORRECT: TAB10[2], WRONG: TAB10[3], NOT_TESTED: "#d9d9d9"}
+        if hasattr(predictions, "final"):  # the seed-002 linear probe (one class per sample)
+            outcomes, predicted = probe_outcomes(sample_ids, predictions)
+        else:  # the multi-label study's linear probe (a set of labels per sample)
+            outcomes, predicted = multilabel_outcomes(sample_ids, labels, predictions)
+        present = [c for c in (CORRECT, ALL_RIGHT, WRONG, SOME_WRONG, NOT_TESTED) if c in set(outcomes)]
+        colours = {CORRECT: TAB10[2], ALL_RIGHT: TAB10[2], WRONG: TAB10[3], SOME_WRONG: TAB10[3], NOT_TESTED: "#d9d9d9"}
         colourings.append(categorical_colouring(PROBE_FIELD, outcomes, order=present, colours=[colours[c] for c in present]))
         fields.append(field(f"{PROBE_FIELD} predicted", predicted))
     for column in nuisances:

@@ -52,12 +52,16 @@ def explorer_page(
     ids, xy = read_cell(coords_path, k, m)
     predictions = None
     if predictions_path is not None:
-        from vlmprobe.formats.predictions import read_probe_predictions
+        from vlmprobe.formats.predictions import read_predictions, read_probe_predictions
 
-        predictions = read_probe_predictions(predictions_path)
-        notes.append("Linear probe: the prediction of the model fitted on all training rows, on the test split (the other rows were not tested).")
+        if meta.get("multilabel"):
+            predictions = read_predictions(predictions_path)
+            notes.append("Linear probe: the multi-label study's linear probe (lp) on the test split; 'every label right' when its set of labels is the true one.")
+        else:
+            predictions = read_probe_predictions(predictions_path)
+            notes.append("Linear probe: the prediction of the model fitted on all training rows, on the test split (the other rows were not tested).")
     else:
-        notes.append("No linear-probe colouring: this dataset has no per-sample linear-probe predictions (multi-label datasets, or linear_probe disabled).")
+        notes.append("No linear-probe colouring: no per-sample linear-probe predictions for this (dataset, model) (the probe is switched off or does not run here).")
     page_path = Path(page_path)
     prefix = Path(os.path.relpath(thumbnails_dir, page_path.parent)).as_posix() + "/"
     data = page_data(

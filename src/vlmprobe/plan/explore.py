@@ -28,8 +28,14 @@ class ExplorePlan:
     def thumbnail_params(self) -> dict[str, int]:
         return {"size": self.block["thumbnail_size"], "quality": self.block["thumbnail_quality"]}
 
-    def has_probe_predictions(self, dataset: str) -> bool:
-        return dataset in self.plan.multiclass_datasets and self.plan.config["linear_probe"]["enabled"]
+    def probe_predictions(self, dataset: str, model: str) -> str | None:
+        """The linear probe's per-sample predictions the page colours by: the seed-002 probe's on a multi-class
+        dataset, the multi-label study's ``lp`` setting's on a multi-label one; None where neither runs."""
+        if dataset in self.plan.multiclass_datasets and self.plan.config["linear_probe"]["enabled"]:
+            return path("linear_probe_predictions", dataset=dataset, model=model)
+        if dataset in self.plan.study_datasets and self.plan.setting_skip_reason(model, "lp") is None:
+            return path("multilabel_predictions", dataset=dataset, model=model, setting="lp")
+        return None
 
     def page_inputs(self, wildcards) -> dict[str, str]:
         """The manifest, the grid, the dataset's thumbnails and, where the linear probe runs, its predictions."""
@@ -39,8 +45,9 @@ class ExplorePlan:
             "coords": path("umap_coords", **names),
             "thumbnails": path("explore_thumbnails", **names),
         }
-        if self.has_probe_predictions(wildcards.dataset):
-            inputs["predictions"] = path("linear_probe_predictions", **names)
+        predictions = self.probe_predictions(wildcards.dataset, wildcards.model)
+        if predictions:
+            inputs["predictions"] = predictions
         return inputs
 
     def page_params(self, wildcards) -> dict[str, Any]:
