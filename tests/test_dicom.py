@@ -233,21 +233,22 @@ def test_workflow_on_a_folder_of_real_dicom_files(tmp_path):
     from support import PIXELS
     from support.workflow import snakemake, write_config
 
-    layout = {
-        "CT": [*FOLDER["CT"], "693_J2KI.dcm", "693_UNCI.dcm", "CT_small.dcm"],
-        "MR": [*FOLDER["MR"], "MR2_UNCR.dcm", "MR2_J2KR.dcm", "MR_small_jp2klossless.dcm", "MR_small_implicit.dcm"],
-    }
+    layout = {  # 5 CT patients (two images of the CQ500 head), 4 MR patients and one MR file without a PatientID
+        "CT": ["CT_small.dcm", "693_UNCR.dcm", "693_J2KR.dcm", "J2K_pixelrep_mismatch.dcm", "explicit_VR-UN.dcm", "bad_sequence.dcm"],
+        "MR": ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR2_UNCR.dcm", "MR2_J2KI.dcm",
+               "MR-SIEMENS-DICOM-WithOverlays.dcm", "emri_small.dcm"],
+    }  # fmt: skip
     dicom_folder(tmp_path / "dicom", layout)
     datasets = {"scans": {"kind": "dicom", "root": "dicom", "group": "meta_PatientID", "nuisances": ["meta_Manufacturer"]}}
     write_config(
-        tmp_path, datasets, {"pixels": PIXELS}, split={"n_folds": 2},
+        tmp_path, datasets, {"pixels": PIXELS}, split={"n_folds": 2, "test_fraction": 0.3},
         umap={"enabled": False}, multilabel={"enabled": False}, heatmaps={"enabled": False},
         nuisance={"n_permutations": 5, "shortcut_curve": {"enabled": False}},
     )  # fmt: skip
     snakemake(tmp_path)
     results = tmp_path / "results"
     manifest = pl.read_parquet(results / "manifests" / "scans.parquet")
-    assert manifest.height == 17 and {"meta_PatientID", "meta_Manufacturer", "meta_Modality"} <= set(manifest.columns)
+    assert manifest.height == 13 and {"meta_PatientID", "meta_Manufacturer", "meta_Modality"} <= set(manifest.columns)
     groups = pl.read_parquet(results / "manifests" / "scans.groups.parquet").join(manifest, on="sample_id")
     assert groups.group_by("meta_PatientID").agg(pl.col("group_split").n_unique())["group_split"].max() == 1
     nuisance = pl.read_parquet(results / "summary" / "nuisance.parquet")
