@@ -1,7 +1,8 @@
 """Reading weight files safely: safetensors, or ``torch.load(weights_only=True)``; never a plain pickle.
 
 A checkpoint downloaded from the internet is untrusted: a pickle can run code when loaded. Both
-routes here only ever build tensors and plain containers.
+routes here only ever build tensors and plain containers; foreign objects beside the tensors (training
+arguments, numpy scalars, OmegaConf configs) are read as inert data (:mod:`vlmprobe.models.inert_pickle`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmprobe.errors import VlmprobeError
+from vlmprobe.models.inert_pickle import load_data_only, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +192,7 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> Any:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        return _torch_load(path, mmap)
+        return load_data_only(lambda: _torch_load(path, mmap))  # argparse / numpy / OmegaConf entries set aside
     except Exception as error:  # noqa: BLE001 - every failure mode of a bad file gets the same clear message
         raise unreadable_checkpoint(path, error) from error
 
@@ -204,12 +206,31 @@ def load_state_dict(path: str | Path, mmap: bool = False, key: str | None = None
 def verify_checkpoint(path: str | Path, key: str | None = None) -> int:
     """Check that ``path`` is a readable, safe weights file holding tensors; return how many.
 
-    Cheap enough for the offline model check on the submitting node: a safetensors file is read
-    only up to its (length-checked) header and a torch file is memory-mapped, so a truncated,
-    corrupt or pickled checkpoint fails in seconds rather than after a wait in a GPU queue.
-    Whether the tensors fit the architecture is checked when the model is built (:func:`load_checkpoint_into`).
+    Cheap enough for the offline model check on the submitting node: a safetensors file's header is
+    length-checked and a torch file is memory-mapped, so a truncated, corrupt or pickled checkpoint
+    fails in seconds rather than after a wait in a GPU queue. Its values are then read once, one tensor
+    at a time (:func:`check_weight_values`: NaN / Inf, weights saved as integers), about a second per GB,
+    and remembered for the process (a job checks before it loads). Whether the tensors fit the
+    architecture is checked when the model is built (:func:`load_checkpoint_into`).
     """
     path = Path(path)
+    try:
+        stat = path.stat()
+        memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, key)
+    except OSError:
+        memo = None
+    if memo in _VERIFIED:  # one job checks a file more than once (check_spec, then load_encoder); reading it once is enough
+        return _VERIFIED[memo]
+    count = _verify_checkpoint(path, key)
+    if memo is not None:
+        _VERIFIED[memo] = count
+    return count
+
+
+_VERIFIED: dict[tuple, int] = {}
+
+
+def _verify_checkpoint(path: Path, key: str | None) -> int:
     if path.suffix != ".safetensors":
         state = load_state_dict(path, mmap=True, key=key)
         check_weight_values(path, state.items())
@@ -322,6 +343,8 @@ class CheckpointFit:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    set_aside: list[str] = field(default_factory=list)
+    """Foreign objects beside the tensors (training arguments, numpy scalars, configs), read as inert data."""
 
     @property
     def problems(self) -> int:
@@ -340,6 +363,7 @@ class CheckpointFit:
             "dropped_construction_buffers": listed(self.dropped_buffers),
             "dropped_head": listed(self.dropped_head),
             "ignored_not_in_encoder": listed(self.not_in_encoder + self.outside_prefix),
+            "set_aside_objects": self.set_aside,
         }
 
 
@@ -412,6 +436,7 @@ def load_checkpoint_into(
     """
     checkpoint = read_checkpoint(path)
     fit, kept = _fit(module, checkpoint, head_prefixes, filter_fn, key, path)
+    fit.set_aside = set_aside(checkpoint)
     if fit.problems:
         raise _mismatch_error(fit, path, architecture, alternatives, checkpoint)
     own = module.state_dict()
@@ -422,7 +447,7 @@ def load_checkpoint_into(
             fit.cast[source] = fit.cast.get(source, 0) + 1
             kept[name] = value.to(own[name].dtype)
     module.load_state_dict(kept, strict=False)  # every key not in ``kept`` is recorded on ``fit`` as harmless
-    if fit.container or fit.prefix or fit.filter or fit.cast or fit.filled_buffers or fit.dropped_head or fit.not_in_encoder:
+    if fit.container or fit.prefix or fit.filter or fit.cast or fit.filled_buffers or fit.dropped_head or fit.not_in_encoder or fit.set_aside:
         log.info("checkpoint %s fitted to %s: %s", path, architecture, fit.as_metadata())
     return fit
 
