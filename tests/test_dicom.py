@@ -269,3 +269,17 @@ def test_a_pacs_export_without_suffixes_labelled_by_a_tag(tmp_path):
     assert cr.meta["PhotometricInterpretation"] == "MONOCHROME1" and cr.meta["Manufacturer"] == "Agfa-Gevaert AG"
     for record in records:  # every image decodes
         assert load_image(record.path).mode == "RGB"
+
+
+def test_a_missing_decoder_stops_the_manifest_with_the_package_to_install(tmp_path, monkeypatch):
+    from pydicom.pixels.decoders import JPEG2000LosslessDecoder
+
+    from vlmprobe.datasets import make_manifest
+
+    root = dicom_folder(tmp_path / "dicom", {"CT": ["693_J2KR.dcm"] * 1, "MR": ["MR_small_jp2klossless.dcm"]}, extra_no_pixels=False)
+    monkeypatch.setattr(JPEG2000LosslessDecoder, "_available", {})
+    with pytest.raises(VlmprobeError) as caught:
+        make_manifest("scans", {"kind": "dicom", "root": str(root)}, 0, 0.2, 5, tmp_path / "m.parquet", tmp_path / "out", tmp_path)
+    assert "2 unreadable image(s)" in caught.value.problem and "693_J2KR.dcm" in caught.value.problem
+    assert caught.value.fix.startswith("install the pixel-data decoders") and "pylibjpeg-openjpeg" in caught.value.fix
+    assert not (tmp_path / "m.parquet").exists()
