@@ -49,8 +49,9 @@ def test_datasets_are_routed_by_kind_and_group(shipped):
     assert shipped.multilabel_datasets == ["synthetic-cxr"]
     assert shipped.grouped_datasets == ["synthetic-cxr-patients"]
     assert shipped.study_datasets == ["synthetic-cxr"]
-    assert shipped.nuisances == {"synthetic-cxr": ["meta_marker"]}
-    assert shipped.shortcut_datasets == ["synthetic-cxr"]
+    assert shipped.nuisances == {"synthetic-cxr": ["meta_marker"], "synthetic-cxr-patients": ["meta_marker"]}
+    assert shipped.shortcut_datasets == ["synthetic-cxr", "synthetic-cxr-patients"]
+    assert shipped.probes.datasets == shipped.multiclass_datasets
 
 
 def test_the_study_runs_what_each_family_declares(shipped):

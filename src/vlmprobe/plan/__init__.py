@@ -23,6 +23,7 @@ from vlmprobe.datasets import is_multilabel
 from vlmprobe.formats.embeddings import FORMAT_VERSION
 from vlmprobe.models.base import NO_TEXT_TOWER, ModelFamily, family_of
 from vlmprobe.plan.paths import PATHS, benchmark_path, log_path, path, summary_files
+from vlmprobe.plan.probes import ProbesPlan
 from vlmprobe.plan.resources import Resources
 
 __all__ = ["PATHS", "SETTINGS", "Plan", "benchmark_path", "log_path", "path"]
@@ -107,6 +108,10 @@ class Plan:
         self.shortcut_datasets = [
             d for d in self.datasets if nuisance["enabled"] and nuisance["shortcut_curve"]["enabled"] and config["datasets"][d].get("shortcut")
         ]
+
+        # kNN, few-shot, tuned probe, subgroup gaps, robustness index, rank stability (vlmprobe.plan.probes)
+        self.probes = ProbesPlan(config, self.multiclass_datasets, self.models)
+        self.wildcard_constraints.update(self.probes.wildcard_constraints)
 
     # -- paths ---------------------------------------------------------------------------------------
 
@@ -266,6 +271,7 @@ class Plan:
             + self.multilabel_summary_targets()
             + self.heatmap_summary_targets()
             + self.compare_targets()
+            + self.probes.targets()
         )
 
     # -- params and input functions (Snakemake calls them with the job's wildcards) -------------------

@@ -47,7 +47,8 @@ def top_k_similar(queries: np.ndarray, bank: np.ndarray, k: int, exclude: Exclud
         similarity = queries[start:stop] @ bank.T
         if exclude is not None:
             similarity[exclude(start, stop)] = -np.inf
-        part = np.argpartition(-similarity, k - 1, axis=1)[:, :k] if k < n_bank else np.broadcast_to(np.arange(n_bank), (stop - start, n_bank))
+        # the k largest, unordered (no negated copy of the block), then those k sorted
+        part = np.argpartition(similarity, n_bank - k, axis=1)[:, n_bank - k :] if k < n_bank else np.broadcast_to(np.arange(n_bank), (stop - start, n_bank))
         part_sims = np.take_along_axis(similarity, part, axis=1)
         order = np.argsort(-part_sims, axis=1, kind="stable")
         sims[start:stop] = np.take_along_axis(part_sims, order, axis=1)
