@@ -208,3 +208,98 @@ def test_robustness_index_leaves_out_the_query_and_its_group():
     by_patient = robustness_index(x, diagnosis, site, k=1, groups=patient, n_resamples=0)
     assert by_image["neighbour_shares"]["OS"] + by_image["neighbour_shares"]["OO"] == 0.0  # the twin: same diagnosis
     assert by_patient["neighbour_shares"]["OS"] + by_patient["neighbour_shares"]["OO"] > 0.2
+
+
+# -- one job and the summary --------------------------------------------------------------------------
+
+SETTINGS = {
+    "knn": {"enabled": True, "k": 5, "temperature": 0.07},
+    "few_shot": {"enabled": True, "shots": [1, 4], "draws": 20},
+    "logistic": {"enabled": True, "Cs": [0.01, 1.0], "max_iter": 200},
+    "subgroups": {"enabled": True, "min_group_size": 5, "max_levels": 20, "bins": 4},
+    "robustness": {"enabled": True, "k": 5},
+    "n_resamples": 100,
+    "confidence": 0.95,
+}
+
+
+def small_manifest(seed: int = 11):
+    import polars as pl
+
+    x, y = blobs(40, 3, 6, 3.0, seed)
+    rng = np.random.default_rng(seed)
+    n = y.size
+    split = np.where(rng.random(n) < 0.25, "test", "train")
+    fold = [None if s == "test" else int(i % 4) for i, s in enumerate(split)]
+    manifest = pl.DataFrame(
+        {
+            "sample_id": [f"s{i:03d}" for i in range(n)],
+            "labels": [[f"c{v}"] for v in y],
+            "split": split.tolist(),
+            "fold": fold,
+            "meta_site": rng.choice(["a", "b"], n).tolist(),
+            "meta_patient": [f"p{i // 2}" for i in range(n)],
+        }
+    )
+    return manifest, x
+
+
+def test_one_job_reads_the_manifest_split_and_the_group_split():
+    from vlmprobe.probes.stage import run_probes
+
+    manifest, x = small_manifest()
+    result, predictions = run_probes(manifest, x, SETTINGS, nuisances=["meta_site"], subgroups=["meta_site"], group_column="meta_patient", seed=3)
+    test_ids = [s for s, split in zip(manifest["sample_id"], manifest["split"]) if split == "test"]
+    assert result["split_level"] == "image" and result["n_test"] == len(test_ids)
+    assert set(predictions) == {"knn", "logistic"} and predictions["knn"].sample_ids == test_ids
+    assert predictions["knn"].n_folds == 1 and np.array_equal(predictions["knn"].folds[:, 0], predictions["knn"].final)
+    assert (predictions["knn"].final == predictions["knn"].labels).mean() == pytest.approx(result["knn"]["test"]["accuracy"])
+    assert [r["shots"] for r in result["few_shot"]] == [1, 4]
+    assert set(result["subgroups"]["meta_site"]) == {"grouped_by", "knn", "logistic"}
+    assert result["robustness"]["meta_site"]["excluded_neighbours"] == "same group"
+    # the group-aware split replaces the manifest's
+    n = manifest.height
+    group_split = (["test" if i < 30 else "train" for i in range(n)], [None if i < 30 else i % 3 for i in range(n)], {})
+    grouped, _ = run_probes(manifest, x, SETTINGS, group_split=group_split, seed=3)
+    assert grouped["split_level"] == "group" and grouped["n_test"] == 30 and grouped["n_folds"] == 3
+
+
+def test_a_missing_column_names_the_manifest_columns():
+    from vlmprobe.errors import VlmprobeError
+    from vlmprobe.probes.stage import run_probes
+
+    manifest, x = small_manifest()
+    with pytest.raises(VlmprobeError, match="no column 'meta_sex'.*meta_site"):
+        run_probes(manifest, x, SETTINGS, subgroups=["meta_sex"])
+
+
+def test_the_summary_ranks_models_across_probes(tmp_path):
+    import json
+
+    import polars as pl
+
+    from vlmprobe.probes.stage import run_probes
+    from vlmprobe.probes.summary import write_probes_summary
+
+    manifest, x = small_manifest()
+    results, linear = [], []
+    for model, noise in (("good", 0.0), ("bad", 6.0)):
+        features = x + noise * np.random.default_rng(1).normal(size=x.shape)
+        result, _ = run_probes(manifest, features, SETTINGS, nuisances=["meta_site"], subgroups=["meta_site"], seed=0)
+        result.update(dataset="toy", model=model)
+        results.append(tmp_path / f"{model}.json")
+        results[-1].write_text(json.dumps(result))
+        lp = {"dataset": "toy", "model": model, "summary": {"test": {"accuracy": {"mean": 0.9 if model == "good" else 0.5, "std": 0.0}}}}
+        linear.append(tmp_path / f"{model}.lp.json")
+        linear[-1].write_text(json.dumps(lp))
+    out = {name: tmp_path / name for name in ("t.parquet", "t.csv", "t.md", "t.html", "t.png", "f.png", "r.csv")}
+    write_probes_summary([str(p) for p in results], [str(p) for p in linear], table_path=out["t.parquet"], csv_path=out["t.csv"], markdown_path=out["t.md"],
+                         html_path=out["t.html"], figure_path=out["t.png"], few_shot_path=out["f.png"], ranks_path=out["r.csv"])
+    table = pl.read_parquet(out["t.parquet"])
+    assert {"linear_probe", "knn", "few_shot", "logistic", "subgroup_gap", "robustness_index"} <= set(table["reading"].to_list())
+    ranks = pl.read_csv(out["r.csv"])
+    assert ranks.height == 6  # 4 probes: linear probe, kNN, 4-shot, tuned LR
+    assert (ranks["tau"] == 1.0).all() and (ranks["n_swapped"] == 0).all()  # the noisy model is last under every probe
+    text = out["t.md"].read_text()
+    assert "## Rank stability across probes" in text and "## Robustness index (PathoROB)" in text and "meta_site" in text
+    assert out["t.png"].stat().st_size > 0 and out["f.png"].stat().st_size > 0

@@ -254,9 +254,8 @@ def overview_cells(table, dataset: str) -> tuple[list[dict[str, Any]], list[str]
     models.sort(key=lambda m: -first.get(m, (-np.inf, ""))[0])
     cells = []
     for label, values, higher in columns:
-        ordered = sorted(values, key=lambda m: -values[m][0] if higher else values[m][0])
         for model, (value, text) in values.items():
-            rank = ordered.index(model) + 1
+            rank = 1 + sum((other > value) if higher else (other < value) for other, _ in values.values())  # ties share a rank
             cells.append({"model": model, "reading": label, "rank": float(rank), "text": f"{text}\n#{rank}"})
     return cells, models, [label for label, _, _ in columns]
 
