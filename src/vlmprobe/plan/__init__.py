@@ -22,6 +22,7 @@ from vlmprobe.config_check import configuration_error, cross_check_problems
 from vlmprobe.datasets import is_multilabel
 from vlmprobe.formats.embeddings import FORMAT_VERSION
 from vlmprobe.models.base import NO_TEXT_TOWER, ModelFamily, family_of
+from vlmprobe.plan.explore import ExplorePlan
 from vlmprobe.plan.paths import PATHS, benchmark_path, log_path, path, summary_files
 from vlmprobe.plan.probes import ProbesPlan
 from vlmprobe.plan.resources import Resources
@@ -112,6 +113,7 @@ class Plan:
         # kNN, few-shot, tuned probe, subgroup gaps, robustness index, rank stability (vlmprobe.plan.probes)
         self.probes = ProbesPlan(config, self.multiclass_datasets, self.models)
         self.wildcard_constraints.update(self.probes.wildcard_constraints)
+        self.explore = ExplorePlan(self)
 
     # -- paths ---------------------------------------------------------------------------------------
 
@@ -263,6 +265,7 @@ class Plan:
             self.group_split_targets()
             + self.embedding_targets()
             + self.umap_targets()
+            + self.explore.targets()
             + self.heatmap_targets()
             + self.nuisance_targets()
             + self.linear_probe_summary_targets()
