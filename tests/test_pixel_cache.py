@@ -21,7 +21,7 @@ from vlmprobe.formats.embeddings import read_embeddings
 from vlmprobe.images import load_image
 from vlmprobe.models import load_encoder
 from vlmprobe.models import pixel_cache as cache_module
-from vlmprobe.models.base import FAMILIES, ModelFamily, register_family
+from vlmprobe.models.base import FAMILIES, ModelFamily, family_of, register_family
 from vlmprobe.models.families.pixels import PixelsFamily
 from vlmprobe.models.pixel_cache import fill_cache, open_cache
 from vlmprobe.models.pixel_split import NotSplittable, PixelSplit, planned_split, split_preprocess, to_model
@@ -151,6 +151,50 @@ def test_embeddings_from_the_cache_equal_decoding_afresh(case, dataset, tiny_cli
     assert torch.equal(torch.from_numpy(a.matrix), torch.from_numpy(b.matrix))
     assert b.metadata["pixels"]["source"] == "cache" and b.metadata["pixels"]["geometry"]["key"] == planned.key
     assert a.metadata["pixels"] == {"source": "decoded", "note": "no pixel cache was given to this job"}
+
+
+def llava_folder(root: Path, pad: bool) -> Path:
+    """A LLaVA repository folder's config.json beside a staged CLIP tower (its processor config): all the
+    preprocessing reads; the weights are not needed to build it (LLaVA's own shards are tested in test_llava.py)."""
+    import json
+
+    tower = root / "clip"
+    tower.mkdir(parents=True, exist_ok=True)
+    (tower / "config.json").write_text(json.dumps({"model_type": "clip_vision_model", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                                                   "num_attention_heads": 2, "image_size": 32, "patch_size": 8}))
+    (tower / "preprocessor_config.json").write_text(json.dumps({"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32},
+                                                                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                                                                "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3}))
+    folder = root / ("llava-pad" if pad else "llava")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llava_mistral", "mm_vision_tower": f"local-dir:{tower}", "mm_projector_type": "mlp2x_gelu",
+                                                    "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
+                                                    "image_aspect_ratio": "pad" if pad else "square", "hidden_size": 24}))
+    return folder
+
+
+@pytest.mark.parametrize("case", ["conch", "llava", "llava-pad"])
+def test_model_inputs_from_the_cache_equal_decoding_afresh(case, dataset, tmp_path):
+    """Families whose releases need the authors' files to load: the transform their ``load`` uses (the same
+    function), split and refilled from the cache, gives the very same model input tensors."""
+    specs = {
+        "conch": {"family": "conch", "name": "conch_ViT-B-16", "pretrained": "unused.bin", "kwargs": {"image_size": 32}},
+        "llava": {"family": "llava", "name": "microsoft/llava-med-v1.5-mistral-7b", "pretrained": str(llava_folder(tmp_path, pad=False))},
+        "llava-pad": {"family": "llava", "name": "microsoft/llava-med-v1.5-mistral-7b", "pretrained": str(llava_folder(tmp_path, pad=True))},
+    }
+    spec = specs[case]
+    planned, reason = planned_split("m", spec)
+    assert planned is not None, reason
+    transform = family_of("m", spec).preprocess_without_weights("m", spec)
+    pixels, index = tmp_path / "cache.npy", tmp_path / "cache.parquet"
+    fill_cache(dataset, PixelSplit.from_geometry_params(planned.geometry_params()), pixels, index, workers=0, progress=False)
+    sample_ids, paths = manifest_paths(dataset)
+    cache = open_cache(pixels, index, planned, sample_ids, paths)
+    assert not isinstance(cache, str), cache
+    if case == "llava-pad":  # LLaVA pads with the mean colour: a gray image does not stay gray, so three channels are kept
+        assert not planned.channel_symmetric and cache.pixels.shape[-1] == 3
+    fresh = torch.stack([transform(load_image(p)) for p in paths]).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(to_model(torch.from_numpy(np.array(cache.pixels)), planned, "cpu"), fresh)
 
 
 def test_a_gray_dataset_is_kept_as_one_channel(tmp_path):

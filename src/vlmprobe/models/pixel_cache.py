@@ -177,7 +177,7 @@ def fill_cache(
     paths = table.column("path").to_pylist()
     states = file_states(paths, threads=workers)
     channels = split.channels
-    if channels == 3 and paths and all(_is_gray(p) for p in paths):
+    if channels == 3 and split.channel_symmetric and paths and all(_is_gray(p) for p in paths):
         channels = 1  # a gray dataset kept as one channel, repeated to three on the device
     key = cache_key(split, sample_ids, paths, states, channels)
     shape = (len(paths), split.height, split.width, channels)

@@ -48,6 +48,12 @@ class PixelSplit:
         return hashlib.sha256(text.encode()).hexdigest()
 
     @property
+    def channel_symmetric(self) -> bool:
+        """Whether every step treats the channels alike, so a gray image stays gray (R = G = B) and can be kept as one
+        channel: torchvision's resize, crop (zero fill) and grayscale do; a family's step says so itself."""
+        return all(step.get("channel_symmetric", True) for step in self.geometry)
+
+    @property
     def name(self) -> str:
         """A short, readable file name for this geometry: size, channels and a hash of the steps."""
         gray = "-gray" if self.channels == 1 else ""
@@ -103,6 +109,16 @@ def _describe_pil_step(step: Any, shape: list[int | None]) -> dict[str, Any] | N
             return None  # load_image gives RGB and resizing and cropping keep it: the step does nothing
         shape[2] = 3
         return {"op": "rgb"}
+    if hasattr(step, "geometry_step") and kind.__module__.startswith("vlmprobe."):
+        # a family's own PIL step declares itself as data: rebuilt as Class(**arguments), size unknown after it
+        declared = step.geometry_step()
+        shape[0] = shape[1] = None
+        return {
+            "op": "class",
+            "class": f"{kind.__module__}.{kind.__qualname__}",
+            "arguments": declared["arguments"],
+            "channel_symmetric": bool(declared.get("channel_symmetric", False)),
+        }
     raise NotSplittable(f"step {step!r} ({kind.__module__}.{kind.__qualname__}) has no exact split")
 
 
@@ -181,6 +197,13 @@ def geometry_transform(geometry: list[dict[str, Any]] | tuple[dict[str, Any], ..
             built.append(transforms.CenterCrop(step["size"]))
         elif op == "grayscale":
             built.append(transforms.Grayscale(num_output_channels=step["channels"]))
+        elif op == "class":
+            import importlib
+
+            module, _, name = step["class"].rpartition(".")
+            if not module.startswith("vlmprobe."):
+                raise ValueError(f"geometry step class {step['class']!r} is not vlmprobe's")
+            built.append(getattr(importlib.import_module(module), name)(**step["arguments"]))
         elif op == "rgb":
             built.append(lambda image: image.convert("RGB") if image.mode != "RGB" else image)
         else:
