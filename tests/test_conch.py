@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from support.cam import family_map
 from timm.models.vision_transformer import VisionTransformer
 
 from vlmprobe.errors import VlmprobeError
@@ -23,7 +24,7 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def _pooler(prefix: str, d_model: int, context: int, queries: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(len(prefix) + queries)
-    rand = lambda *shape: torch.randn(*shape, generator=g) * 0.2  # noqa: E731
+    rand = lambda *shape: torch.randn(*shape, generator=g) * 0.2
     return {
         f"{prefix}.query": rand(queries, d_model),
         f"{prefix}.attn.q_proj_weight": rand(d_model, d_model), f"{prefix}.attn.k_proj_weight": rand(d_model, context),
@@ -96,6 +97,12 @@ def test_embeds_as_the_authors_encode_image(release):
     assert encoder.embed_dim == 16
     ignored = encoder.checkpoint_fit["ignored_not_in_encoder"]["count"]
     assert encoder.checkpoint_fit["stripped_prefix"] == "visual." and ignored == 11 + 2 + 3  # caption pooler, ln_caption, text/decoder/scale
+
+
+def test_grad_cam_attributes_the_last_trunk_block(release):
+    encoder = load_encoder("conch", {"family": "conch", "name": "conch_ViT-B-16", "pretrained": str(release[2]), "kwargs": SMALL})
+    maps, rule = family_map(encoder, torch.stack([authors_transform(_image(seed=s), 32) for s in (1, 2)]))
+    assert maps.shape == (2, 32, 32) and maps.max() > 0 and "blocks[-1].norm1" in rule
 
 
 def test_the_released_preprocessing_is_448_bicubic(release):

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+from support.cam import family_map
 from transformers import SwinConfig, SwinModel
 
 from vlmprobe.errors import VlmprobeError
@@ -99,6 +100,14 @@ def test_swin_release_embeds_as_the_authors_encode_image(swin_release):
     assert fit["container"] == "model" and fit["filter"].endswith("_swin_renames")
     assert "argparse.Namespace" in fit["set_aside_objects"] and fit["dropped_construction_buffers"]["count"] == 2
     assert encoder.embed_dim == swin.config.hidden_size
+
+
+def test_grad_cam_sees_every_token_of_the_first_token_feature(swin_release):
+    spec = {"family": "cxr_clip", "name": "swin_tiny", "pretrained": str(swin_release[2]), "image_size": 32, "swin_config": SWIN}
+    encoder = load_encoder("cxr", spec)
+    maps, rule = family_map(encoder, torch.stack([authors_transform(_image(seed=s), 32, [0.5] * 3, [0.5] * 3) for s in (1, 2)]))
+    assert maps.shape == (2, 32, 32) and "layernorm_before" in rule
+    assert (maps > 0).mean() > 0.25  # not one cell: the block's attention spreads the first token's gradient
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ def checkpoint_shapes(path: str | Path, key: str | None = None) -> dict[str, tup
 
             with safe_open(str(path), framework="pt") as handle:
                 return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - any failure of a bad file gets the same clear message
             raise unreadable_checkpoint(path, error) from error
     from vlmprobe.models.checkpoints import load_state_dict
 

@@ -195,5 +195,7 @@ class CxrClipFamily(ModelFamily):
         tower = encoder.image_module
         if tower.name == "resnet50":
             return tower.image_encoder.resnet.layer4[-1], None, "cxr_clip: ResNet-50 layer4[-1]"
-        swin = tower.image_encoder.image_encoder
-        return swin.layernorm, TokenGrid(0), "cxr_clip: Swin final layernorm (tokens -> grid)"
+        # the last block's input norm, before its window attention mixes the tokens (the ViT rule of cam_layers):
+        # after the final norm only the first token would get a gradient from the first-token feature
+        block = tower.image_encoder.image_encoder.encoder.layers[-1].blocks[-1]
+        return block.layernorm_before, TokenGrid(0), "cxr_clip: Swin encoder.layers[-1].blocks[-1].layernorm_before"
