@@ -134,3 +134,16 @@ def test_the_offline_check_names_a_wrong_file(tmp_path):
         check_spec("conch", {"family": "conch", "name": "conch_ViT-B-16", "pretrained": str(wrong)})
     with pytest.raises(VlmprobeError, match="conch_ViT-B-16"):
         check_spec("conch", {"family": "conch", "name": "conch_ViT-L-14", "pretrained": str(wrong)})
+
+
+def test_the_released_architecture_has_the_published_shapes():
+    """Built at full size on the meta device: the shapes of MahmoodLab/conch's pytorch_model.bin."""
+    from vlmprobe.models.families.conch_family import VISION, _tower_class
+
+    with torch.device("meta"):
+        tower = _tower_class()("pooled", VISION)
+    shapes = {k: tuple(v.shape) for k, v in tower.state_dict().items()}
+    assert shapes["trunk.pos_embed"] == (1, 785, 768) and shapes["trunk.patch_embed.proj.weight"] == (768, 3, 16, 16)
+    assert shapes["attn_pool_contrast.query"] == (1, 512) and shapes["attn_pool_contrast.attn.k_proj_weight"] == (512, 768)
+    assert shapes["attn_pool_contrast.attn.q_proj_weight"] == (512, 512) and shapes["proj_contrast"] == (512, 512)
+    assert len([k for k in shapes if k.startswith("trunk.blocks.") and k.endswith("attn.qkv.weight")]) == 12

@@ -156,3 +156,16 @@ def test_the_embedding_stage_runs_it_and_records_what_was_set_aside(swin_release
     table = read_embeddings(out)
     assert "argparse.Namespace" in table.metadata["checkpoint_fit"]["set_aside_objects"]
     assert table.metadata["checkpoint_fit"]["container"] == "model"
+
+
+def test_the_default_swin_is_swin_tiny_patch4_window7_224():
+    """Without `swin_config`, the architecture of microsoft/swin-tiny-patch4-window7-224 (768-D, 49 final tokens)."""
+    from vlmprobe.models.families.cxr_clip_family import _tower_class
+
+    head = torch.nn.Module()
+    head.projection = torch.nn.Linear(768, 512)
+    with torch.device("meta"):
+        tower = _tower_class()("swin_tiny", "first_token", head, {})
+    swin = tower.image_encoder.image_encoder
+    assert swin.config.embed_dim == 96 and list(swin.config.depths) == [2, 2, 6, 2] and swin.num_features == 768
+    assert swin.config.window_size == 7 and swin.config.image_size == 224
