@@ -56,3 +56,10 @@ def require_file(model_id: str, spec: dict[str, Any], suffixes: tuple[str, ...],
             f"download it on a machine with internet, copy it there (or correct `pretrained:`); expected a {' / '.join(suffixes)} file.",
         )
     return path
+
+
+def existing(paths: Iterable[str | Path]) -> list[str]:
+    """The paths that exist: a family's job inputs. A file not yet staged is left to the offline check
+    (``check_model``, which every embedding job waits for) to report with where to download it, rather than to
+    Snakemake's bare "missing input files" before any job runs."""
+    return [str(p) for p in paths if Path(p).exists()]

@@ -148,6 +148,11 @@ class CxrClipFamily(ModelFamily):
         shapes = checkpoint_shapes(path, spec.get("checkpoint_key"))
         require_keys(model_id, path, shapes, (settings["prefix"], "image_projection.projection.weight"), settings["release"])
 
+    def input_files(self, spec: dict[str, Any]) -> list[str]:
+        from vlmprobe.models.layouts import existing
+
+        return existing(self.weight_files(spec))
+
     def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         from torchvision import transforms
 

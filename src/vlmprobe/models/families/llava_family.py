@@ -298,7 +298,9 @@ class LlavaFamily(ModelFamily):
             files += [folder / shard for shard in image_shards("", folder)]
         except VlmprobeError:
             pass  # the check names what is wrong; the plan just lists what it can
-        return [str(path) for path in files]
+        from vlmprobe.models.layouts import existing
+
+        return existing(files)
 
     def weight_files(self, spec: dict[str, Any]) -> list[str]:
         return []  # shards are opened by key (safetensors headers) in check(), never as whole files
