@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "vlmprobe"
 
-CORE = {"errors", "io", "images", "runtime", "runner", "tables", "figures", "linear_svc", "stats", "labels", "formats"}
+CORE = {"errors", "io", "images", "dicom", "runtime", "runner", "tables", "figures", "linear_svc", "stats", "labels", "formats"}
 PLANNING = {"plan", "config_check"}
 STAGES = {"datasets", "models", "embed", "linear_probe", "umap", "multilabel", "heatmaps", "nuisance", "compare", "reference"}
 # The stages that must run a model (embedding, zero-shot text, fine-tuning, Grad-CAM) and so may import `models`.

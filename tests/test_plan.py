@@ -274,7 +274,7 @@ def test_every_cross_check_problem_is_reported_together():
         "`multilabel: datasets` names dataset ['nope-data'] that config.yaml does not define.",
         "`multilabel: finetune: models` names model ['ghost'] that config.yaml does not define.",
         "`multilabel: finetune: models` lists 'pixels', whose family 'pixels' has no trainable image tower.",
-        "fine-tune only open_clip, timm or torchvision models.",
+        "fine-tune only cxr_clip, flair, open_clip, timm or torchvision models.",
         "`heatmaps: datasets` names dataset(s) ['nowhere'] that config.yaml does not define.",
         "`heatmaps: models` names model(s) ['phantom'] that config.yaml does not define.",
         "`heatmaps: models` lists 'pixels', whose family 'pixels' has no layers to attribute.",
