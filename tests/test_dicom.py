@@ -253,3 +253,19 @@ def test_workflow_on_a_folder_of_real_dicom_files(tmp_path):
     assert groups.group_by("meta_PatientID").agg(pl.col("group_split").n_unique())["group_split"].max() == 1
     nuisance = pl.read_parquet(results / "summary" / "nuisance.parquet")
     assert "meta_Manufacturer" in set(nuisance["target"])
+
+
+def test_a_pacs_export_without_suffixes_labelled_by_a_tag(tmp_path):
+    """pydicom's ``dicomdirtests``: a DICOMDIR patient / study / series hierarchy whose image files have no
+    suffix (found by their DICM preamble), beside DICOMDIR files and READMEs, which are left out."""
+    import pydicom.data
+
+    root = tmp_path / "export"
+    shutil.copytree(pydicom.data.get_testdata_file("DICOMDIR", read=False).rsplit("/", 1)[0], root)
+    records = records_of(tmp_path, {"kind": "dicom", "root": str(root), "label_tag": "Modality"})
+    assert len(records) == 31 and {r.labels[0] for r in records} == {"CR", "CT", "MR"}
+    assert {r.meta["PatientID"] for r in records} == {"77654033", "98890234"}
+    cr = next(r for r in records if r.sample_id == "77654033/CR1/6154")
+    assert cr.meta["PhotometricInterpretation"] == "MONOCHROME1" and cr.meta["Manufacturer"] == "Agfa-Gevaert AG"
+    for record in records:  # every image decodes
+        assert load_image(record.path).mode == "RGB"

@@ -135,3 +135,50 @@ def test_breakhis_patient_is_the_slide_and_the_authors_case_is_kept(tmp_path):
     twice = [r for r in records if r.meta["patient"] == "14-13412"]
     assert len(twice) == 2 and {r.meta["case"] for r in twice} == {"SOB_M_DC-14-13412", "SOB_M_LC-14-13412"}
     assert len({r.meta["case"] for r in records}) == len({r.meta["patient"] for r in records}) + 1
+
+
+# --- ISIC 2019: ISIC_2019_Training_GroundTruth.csv + ISIC_2019_Training_Metadata.csv -------------------------------------
+
+
+@pytest.mark.slow  # 25,331 files
+def test_isic2019_preset_reads_the_published_ground_truth_and_metadata(tmp_path):
+    from support import REPO
+    import yaml
+
+    from vlmprobe.datasets import onehot_csv
+
+    real_tables.isic2019(tmp_path / "data" / "ISIC2019")
+    spec = yaml.safe_load((REPO / "config" / "studies" / "takeda2025.yaml").read_text())["datasets"]["isic2019"]
+    records = _records(tmp_path, onehot_csv, spec)
+    assert len(records) == 25331 == onehot_csv.expected_count(spec)  # the poster's n
+    counts = Counter(r.labels[0] for r in records)
+    assert counts == {"NV": 12875, "MEL": 4522, "BCC": 3323, "BKL": 2624, "AK": 867, "SCC": 628, "VASC": 253, "DF": 239}  # UNK: never set
+    assert sum(1 for r in records if r.sample_id.endswith("_downsampled")) == 2074
+    lesions = [r.meta["lesion_id"] for r in records]
+    assert lesions.count("") == 2084 and len(set(lesions) - {""}) == 11847  # the group: empty ones are groups of their own
+    by_lesion: dict[str, set[str]] = {}
+    for r in records:
+        if r.meta["lesion_id"]:
+            by_lesion.setdefault(r.meta["lesion_id"], set()).add(r.labels[0])
+    assert max(len(v) for v in by_lesion.values()) == 1  # a lesion never has two diagnoses
+    assert Counter(r.meta["sex"] for r in records)[""] == 384 and Counter(r.meta["anatom_site_general"] for r in records)[""] == 2631
+
+
+# --- IU-Xray: indiana_reports.csv + indiana_projections.csv (the Kaggle download's tables) -------------------------------
+
+
+def test_iu_xray_report_terms_from_the_published_tables(tmp_path, caplog):
+    from vlmprobe.datasets import iu_xray
+
+    root = real_tables.iu_xray(tmp_path / "iu-xray")
+    with open(root / "indiana_projections.csv", newline="") as handle:
+        projections = list(csv.DictReader(handle))
+    assert len(projections) == 7466 and Counter(p["projection"] for p in projections) == {"Frontal": 3818, "Lateral": 3648}
+    spec = {"kind": "iu-xray", "root": str(root), "label_source": "problems", "views": ["Frontal"], "images_per_report": "first", "min_label_count": 30}
+    with caplog.at_level(logging.INFO):
+        records = _records(tmp_path, iu_xray, spec)
+    # 3,851 reports: 162 without a frontal image, 86 without Problems terms -> 3,603 images, one per report
+    assert len(records) == 3603 and "skipped 162 report(s) without a Frontal image and 86 without terms" in caplog.text
+    counts = Counter(label for r in records for label in r.labels)
+    assert len(counts) == 43 and counts["normal"] == 1343 and counts["cardiomegaly"] == 319 and counts["other"] == 500
+    assert sum(1 for r in records if len(r.labels) > 1) == 1492  # multi-label: a report lists several findings

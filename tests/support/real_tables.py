@@ -59,3 +59,38 @@ def deepdrid(root: Path) -> Path:
             grade = row["left_eye_DR_Level"] or row["right_eye_DR_Level"]
             write_image(folder / "Images" / row["patient_id"] / f"{row['image_id']}.jpg", (40 * int(grade) + i) % 256, size=(16, 16), mode="RGB")
     return root
+
+
+ISIC2019 = TABLES / "isic2019"
+
+
+def isic2019(root: Path) -> Path:
+    """``root/ISIC_2019_Training_GroundTruth.csv``, ``root/ISIC_2019_Training_Metadata.csv`` (as copied, see the
+    README) + ``root/ISIC_2019_Training_Input/<image>.jpg`` as empty stand-ins (no pixels: 25,331 files)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("ISIC_2019_Training_GroundTruth.csv", "ISIC_2019_Training_Metadata.csv"):
+        with gzip.open(ISIC2019 / f"{name}.gz", "rb") as source, open(root / name, "wb") as target:
+            shutil.copyfileobj(source, target)
+    images = root / "ISIC_2019_Training_Input"
+    images.mkdir(exist_ok=True)
+    with open(root / "ISIC_2019_Training_GroundTruth.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            (images / f"{row['image']}.jpg").touch()
+    return root
+
+
+IU_XRAY = TABLES / "iu_xray"
+
+
+def iu_xray(root: Path) -> Path:
+    """``root/indiana_reports.csv``, ``root/indiana_projections.csv`` (as copied, see the README) +
+    ``root/images/images_normalized/<filename>`` as empty stand-ins (7,466 files)."""
+    images = root / "images" / "images_normalized"
+    images.mkdir(parents=True, exist_ok=True)
+    for name in ("indiana_reports.csv", "indiana_projections.csv"):
+        with gzip.open(IU_XRAY / f"{name}.gz", "rb") as source, open(root / name, "wb") as target:
+            shutil.copyfileobj(source, target)
+    with open(root / "indiana_projections.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            (images / row["filename"]).touch()
+    return root

@@ -206,12 +206,31 @@ def load_state_dict(path: str | Path, mmap: bool = False, key: str | None = None
 def verify_checkpoint(path: str | Path, key: str | None = None) -> int:
     """Check that ``path`` is a readable, safe weights file holding tensors; return how many.
 
-    Cheap enough for the offline model check on the submitting node: a safetensors file is read
-    only up to its (length-checked) header and a torch file is memory-mapped, so a truncated,
-    corrupt or pickled checkpoint fails in seconds rather than after a wait in a GPU queue.
-    Whether the tensors fit the architecture is checked when the model is built (:func:`load_checkpoint_into`).
+    Cheap enough for the offline model check on the submitting node: a safetensors file's header is
+    length-checked and a torch file is memory-mapped, so a truncated, corrupt or pickled checkpoint
+    fails in seconds rather than after a wait in a GPU queue. Its values are then read once, one tensor
+    at a time (:func:`check_weight_values`: NaN / Inf, weights saved as integers), about a second per GB,
+    and remembered for the process (a job checks before it loads). Whether the tensors fit the
+    architecture is checked when the model is built (:func:`load_checkpoint_into`).
     """
     path = Path(path)
+    try:
+        stat = path.stat()
+        memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, key)
+    except OSError:
+        memo = None
+    if memo in _VERIFIED:  # one job checks a file more than once (check_spec, then load_encoder); reading it once is enough
+        return _VERIFIED[memo]
+    count = _verify_checkpoint(path, key)
+    if memo is not None:
+        _VERIFIED[memo] = count
+    return count
+
+
+_VERIFIED: dict[tuple, int] = {}
+
+
+def _verify_checkpoint(path: Path, key: str | None) -> int:
     if path.suffix != ".safetensors":
         state = load_state_dict(path, mmap=True, key=key)
         check_weight_values(path, state.items())
