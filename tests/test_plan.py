@@ -115,6 +115,24 @@ def test_switched_off_stages_have_no_targets():
     assert plan.all_targets() == ["results/embeddings/cxr/pixels.parquet"]
 
 
+def test_explore_pages_per_umap_table_thumbnails_per_dataset_and_probe_colouring_where_the_probe_runs(shipped):
+    targets = shipped.all_targets()
+    pages = [path("explore_page", dataset=d, model=m) for d in shipped.datasets for m in shipped.models]
+    assert set(pages) | {"results/explore/index.html"} <= set(targets)
+    assert [entry["page"] for entry in shipped.explore.index_entries()] == pages
+    inputs = shipped.explore.page_inputs(wildcards(dataset="digits", model="pixels"))
+    assert inputs["thumbnails"] == "results/explore/digits/thumbnails"  # no {model}: one set per dataset
+    assert inputs["predictions"] == "results/linear_probe/digits/pixels.predictions.parquet"
+    multilabel = shipped.explore.page_inputs(wildcards(dataset="synthetic-cxr", model="pixels"))
+    assert multilabel["predictions"] == "results/multilabel/synthetic-cxr/pixels/lp.predictions.parquet"  # the study's lp
+    off = plan_of({"cxr": CXR}, {"pixels": PIXELS}, multilabel={"linear_probe": {"enabled": False}})
+    assert "predictions" not in off.explore.page_inputs(wildcards(dataset="cxr", model="pixels"))
+    params = shipped.explore.page_params(wildcards(dataset="synthetic-cxr-patients", model="pixels"))
+    assert params["group"] == "meta_patient" and params["cell"] == {"n_neighbors": 15, "min_dist": 0.1}
+    assert shipped.explore.page_params(wildcards(dataset="synthetic-cxr", model="pixels"))["nuisances"] == ["meta_marker"]
+    assert not [t for t in plan_of({"cxr": CXR}, {"pixels": PIXELS}, explore={"enabled": False}).all_targets() if "explore" in t]
+
+
 def test_paths_fill_the_wildcards_they_are_given():
     assert path("multilabel_predictions", setting="lp") == "results/multilabel/{dataset}/{model}/lp.predictions.parquet"
     assert path("manifest", dataset="a") == "results/manifests/a.parquet"

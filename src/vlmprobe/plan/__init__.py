@@ -22,6 +22,7 @@ from vlmprobe.config_check import configuration_error, cross_check_problems
 from vlmprobe.datasets import is_multilabel
 from vlmprobe.formats.embeddings import FORMAT_VERSION
 from vlmprobe.models.base import NO_TEXT_TOWER, ModelFamily, family_of
+from vlmprobe.plan.explore import ExplorePlan
 from vlmprobe.plan.paths import PATHS, benchmark_path, log_path, path, summary_files
 from vlmprobe.plan.resources import Resources
 
@@ -107,6 +108,8 @@ class Plan:
         self.shortcut_datasets = [
             d for d in self.datasets if nuisance["enabled"] and nuisance["shortcut_curve"]["enabled"] and config["datasets"][d].get("shortcut")
         ]
+
+        self.explore = ExplorePlan(self)
 
     # -- paths ---------------------------------------------------------------------------------------
 
@@ -258,6 +261,7 @@ class Plan:
             self.group_split_targets()
             + self.embedding_targets()
             + self.umap_targets()
+            + self.explore.targets()
             + self.heatmap_targets()
             + self.nuisance_targets()
             + self.linear_probe_summary_targets()

@@ -34,6 +34,10 @@ PATHS: dict[str, str] = {
     "summary_umap_csv": "results/summary/umap_quality.csv",
     "summary_umap_md": "results/summary/umap_quality.md",
     "summary_umap_html": "results/summary/umap_quality.html",
+    # explore
+    "explore_thumbnails": "results/explore/{dataset}/thumbnails",
+    "explore_page": "results/explore/{dataset}/{model}.html",
+    "explore_index": "results/explore/index.html",
     # multilabel
     "multilabel_predictions": "results/multilabel/{dataset}/{model}/{setting}.predictions.parquet",
     "multilabel_metrics": "results/multilabel/{dataset}/{model}/{setting}.json",
