@@ -130,3 +130,20 @@ def test_the_offline_check_names_wrong_files_and_settings(swin_release, tmp_path
         check_spec("cxr", {"family": "cxr_clip", "name": "resnet50", "pretrained": path, "output": "first_token"})
     with pytest.raises(VlmprobeError, match="not at"):
         check_spec("cxr", {"family": "cxr_clip", "name": "swin_tiny", "pretrained": str(tmp_path / "swint_mc.tar")})
+
+
+@pytest.mark.slow
+def test_the_embedding_stage_runs_it_and_records_what_was_set_aside(swin_release, tmp_path, image_folder):
+    """Through the embedding stage as a workflow job runs it: the table's metadata says what the container held."""
+    from vlmprobe.datasets import make_manifest
+    from vlmprobe.embed import embed_manifest
+    from vlmprobe.formats.embeddings import read_embeddings
+
+    manifest = tmp_path / "m.parquet"
+    make_manifest("folder", {"kind": "imagefolder", "root": str(image_folder)}, 0, 0.2, 5, manifest, tmp_path / "d", tmp_path)
+    out = tmp_path / "e.parquet"
+    spec = {"family": "cxr_clip", "name": "swin_tiny", "pretrained": str(swin_release[2]), "image_size": 32, "swin_config": SWIN}
+    embed_manifest(manifest, "cxr", spec, out, device="cpu", batch_size=8, num_workers=0)
+    table = read_embeddings(out)
+    assert "argparse.Namespace" in table.metadata["checkpoint_fit"]["set_aside_objects"]
+    assert table.metadata["checkpoint_fit"]["container"] == "model"
