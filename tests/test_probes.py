@@ -305,3 +305,10 @@ def test_the_summary_ranks_models_across_probes(tmp_path):
     groups = table.filter((pl.col("reading") == "subgroup") & (pl.col("model") == "good") & (pl.col("metric") == "accuracy"))
     assert groups.height == 4  # sites a and b, for kNN and the tuned probe
     assert out["t.png"].stat().st_size > 0 and out["f.png"].stat().st_size > 0
+
+
+def test_tied_groups_name_two_groups_and_a_zero_gap():
+    y = np.array([0, 1] * 20)
+    result = subgroup_gaps(y, y, ["a"] * 20 + ["b"] * 20, 2, min_group_size=5, n_resamples=50)
+    gap = result["gaps"]["accuracy"]
+    assert (gap["worst"], gap["best"], gap["gap"]) == ("a", "b", 0.0)
