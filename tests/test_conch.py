@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from support.cam import family_map
 from timm.models.vision_transformer import VisionTransformer
 
 from vlmprobe.errors import VlmprobeError
@@ -23,7 +24,7 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def _pooler(prefix: str, d_model: int, context: int, queries: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(len(prefix) + queries)
-    rand = lambda *shape: torch.randn(*shape, generator=g) * 0.2  # noqa: E731
+    rand = lambda *shape: torch.randn(*shape, generator=g) * 0.2
     return {
         f"{prefix}.query": rand(queries, d_model),
         f"{prefix}.attn.q_proj_weight": rand(d_model, d_model), f"{prefix}.attn.k_proj_weight": rand(d_model, context),
@@ -98,6 +99,12 @@ def test_embeds_as_the_authors_encode_image(release):
     assert encoder.checkpoint_fit["stripped_prefix"] == "visual." and ignored == 11 + 2 + 3  # caption pooler, ln_caption, text/decoder/scale
 
 
+def test_grad_cam_attributes_the_last_trunk_block(release):
+    encoder = load_encoder("conch", {"family": "conch", "name": "conch_ViT-B-16", "pretrained": str(release[2]), "kwargs": SMALL})
+    maps, rule = family_map(encoder, torch.stack([authors_transform(_image(seed=s), 32) for s in (1, 2)]))
+    assert maps.shape == (2, 32, 32) and maps.max() > 0 and "blocks[-1].norm1" in rule
+
+
 def test_the_released_preprocessing_is_448_bicubic(release):
     encoder = load_encoder("conch", {"family": "conch", "name": "conch_ViT-B-16", "pretrained": str(release[2]), "kwargs": SMALL, "image_size": 448})
     image = _image(600, 451, seed=3)
@@ -127,3 +134,16 @@ def test_the_offline_check_names_a_wrong_file(tmp_path):
         check_spec("conch", {"family": "conch", "name": "conch_ViT-B-16", "pretrained": str(wrong)})
     with pytest.raises(VlmprobeError, match="conch_ViT-B-16"):
         check_spec("conch", {"family": "conch", "name": "conch_ViT-L-14", "pretrained": str(wrong)})
+
+
+def test_the_released_architecture_has_the_published_shapes():
+    """Built at full size on the meta device: the shapes of MahmoodLab/conch's pytorch_model.bin."""
+    from vlmprobe.models.families.conch_family import VISION, _tower_class
+
+    with torch.device("meta"):
+        tower = _tower_class()("pooled", VISION)
+    shapes = {k: tuple(v.shape) for k, v in tower.state_dict().items()}
+    assert shapes["trunk.pos_embed"] == (1, 785, 768) and shapes["trunk.patch_embed.proj.weight"] == (768, 3, 16, 16)
+    assert shapes["attn_pool_contrast.query"] == (1, 512) and shapes["attn_pool_contrast.attn.k_proj_weight"] == (512, 768)
+    assert shapes["attn_pool_contrast.attn.q_proj_weight"] == (512, 512) and shapes["proj_contrast"] == (512, 512)
+    assert len([k for k in shapes if k.startswith("trunk.blocks.") and k.endswith("attn.qkv.weight")]) == 12

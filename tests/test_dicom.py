@@ -283,3 +283,22 @@ def test_a_missing_decoder_stops_the_manifest_with_the_package_to_install(tmp_pa
     assert "2 unreadable image(s)" in caught.value.problem and "693_J2KR.dcm" in caught.value.problem
     assert caught.value.fix.startswith("install the pixel-data decoders") and "pylibjpeg-openjpeg" in caught.value.fix
     assert not (tmp_path / "m.parquet").exists()
+
+
+def test_enhanced_multiframe_rescale_and_window_come_from_its_functional_groups():
+    """eCT_Supplemental (Enhanced CT): no top-level rescale or window; both sit in the shared functional groups."""
+    from pydicom.pixels import pixel_array
+
+    path = real("eCT_Supplemental.dcm")
+    ds = pydicom.dcmread(path)
+    assert "WindowCenter" not in ds and "RescaleIntercept" not in ds
+    flat = pydicom.dcmread(path)  # the same file with the groups written at the top level, where pydicom reads them
+    flat.RescaleSlope, flat.RescaleIntercept, flat.WindowCenter, flat.WindowWidth = 1.0, -1024.0, 49.0, 102.0
+    for frame in range(int(ds.NumberOfFrames)):
+        hu = apply_modality_lut(pixel_array(flat, index=frame), flat)
+        bits = flat.BitsStored
+        stored = (0, 2**bits - 1) if flat.PixelRepresentation == 0 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        low, high = stored[0] - 1024, stored[1] - 1024  # the range pydicom maps a window into, through the rescale
+        expected = np.round((np.clip(apply_voi_lut(hu, flat), low, high) - low) * 255 / (high - low)).astype(np.uint8)
+        assert np.array_equal(display_array(ds, frame, path=path), expected)
+    assert "WindowCenter" not in ds  # the file's dataset is never changed by a view

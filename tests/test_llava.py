@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import save_file
+from support.cam import family_map
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from vlmprobe.errors import VlmprobeError
@@ -123,6 +124,17 @@ def test_a_checkpoint_without_the_tower_takes_it_from_vision_tower(parts, tmp_pa
         expected = tower(pixel_values=batch, output_hidden_states=True).hidden_states[-2][:, 1:].mean(1)
         torch.testing.assert_close(encoder.encode_image(batch), expected, atol=1e-5, rtol=1e-4)
     assert encoder.checkpoint_fit["vision_tower_from"].startswith("vision_tower: ")
+
+
+def test_grad_cam_attributes_the_selected_layer(parts, tmp_path):
+    tower, projector, s2_projector = parts
+    clip = f"local-dir:{tower_folder(tmp_path / 'clip')}"
+    spec = {"family": "llava", "name": "m", "pretrained": str(write_llava(tmp_path / "l", tower, projector, {"mm_hidden_size": 16})), "vision_tower": clip}
+    maps, rule = family_map(load_encoder("llava", spec), authors_process(_image(), 32)[None])
+    assert maps.shape == (1, 32, 32) and maps.max() > 0 and "layers[-2]" in rule
+    s2 = {**spec, "pretrained": str(write_llava(tmp_path / "s2", tower, s2_projector, {"mm_hidden_size": 48, "s2": True, "s2_scales": "32,64,96"}))}
+    with pytest.raises(VlmprobeError, match="S2"):
+        family_map(load_encoder("llava", s2), authors_process(_image(), 96)[None])
 
 
 def s2_reference(tower, images, scales):

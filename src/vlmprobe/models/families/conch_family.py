@@ -137,6 +137,11 @@ class ConchFamily(ModelFamily):
         value = spec.get("pretrained")
         return [] if not isinstance(value, str) or value.startswith(("hf_hub:", "hf-hub:")) else [value]
 
+    def input_files(self, spec: dict[str, Any]) -> list[str]:
+        from vlmprobe.models.layouts import existing
+
+        return existing(self.weight_files(spec))
+
     def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         from torchvision import transforms
 

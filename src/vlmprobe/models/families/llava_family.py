@@ -239,7 +239,7 @@ def _read_image_weights(model_id: str, folder: Path, shards: dict[str, list[str]
             with safe_open(str(folder / shard), framework="pt") as handle:
                 for key in keys:
                     tensors[key] = handle.get_tensor(key)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - any failure of a bad file gets the same clear message
             raise unreadable_checkpoint(folder / shard, error) from error
     return tensors
 
@@ -298,7 +298,9 @@ class LlavaFamily(ModelFamily):
             files += [folder / shard for shard in image_shards("", folder)]
         except VlmprobeError:
             pass  # the check names what is wrong; the plan just lists what it can
-        return [str(path) for path in files]
+        from vlmprobe.models.layouts import existing
+
+        return existing(files)
 
     def weight_files(self, spec: dict[str, Any]) -> list[str]:
         return []  # shards are opened by key (safetensors headers) in check(), never as whole files
@@ -322,7 +324,7 @@ class LlavaFamily(ModelFamily):
         else:
             try:
                 tower = CLIPVisionModel.from_pretrained(source, config=tower_config)
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:  # noqa: BLE001 - missing cache, bad folder, size mismatch: same advice
                 raise VlmprobeError(f"Model {model_id!r}: the vision tower {source!r} could not be loaded ({type(error).__name__}: {str(error)[:200]}).",
                                     "stage the tower's repository (`vision_tower: local-dir:<folder>` or the Hugging Face cache).") from error
             fit["vision_tower_from"] = f"vision_tower: {source}"
@@ -358,5 +360,15 @@ class LlavaFamily(ModelFamily):
     def cam_layer(self, encoder: Encoder) -> tuple[Any, Any, str]:
         from vlmprobe.models.cam_layers import TokenGrid
 
-        tower = encoder.image_module.vision_tower
-        return tower.encoder.layers[-1].layer_norm1, TokenGrid(1), "llava: CLIP tower encoder.layers[-1].layer_norm1"
+        module = encoder.image_module
+        settings = module.settings
+        if settings["s2_scales"] and settings["output"] != "pooled":
+            raise VlmprobeError(
+                f"Model {encoder.model_id!r}: with S2 the tower runs on tiles at {len(settings['s2_scales'])} scales, so no one layer output is the image's feature map.",
+                "map it with `output: pooled` (one pass at the first scale), or leave it out of `heatmaps: models`.",
+            )
+        # the input norm of the layer whose output the features are (hidden_states[select_layer]; the last one for pooled)
+        select = settings["select_layer"]  # hidden_states[k] is the output of layers[k - 1] (k >= 1), layers[k] (k < 0)
+        index = -1 if settings["output"] == "pooled" else (select if select < 0 else select - 1)
+        layers = module.vision_tower.encoder.layers
+        return layers[index].layer_norm1, TokenGrid(1), f"llava: CLIP tower encoder.layers[{index}].layer_norm1"
