@@ -12,7 +12,7 @@ whose ``config`` may hold OmegaConf objects (read as inert data, :mod:`vlmprobe.
 - ``name: resnet50``: ``image_encoder.resnet.*`` = torchvision ``resnet50`` without ``fc``
   (image_encoder.py:48-77; its SyncBatchNorm has BatchNorm's keys);
 - ``image_projection.projection.*``: the ``linear`` projection head 768/2048 -> 512
-  (configs/model/clip_*_clinical.yaml:20-23, cxrclip/model/modules/projection.py:23-29; an ``mlp`` head's
+  (configs/model/clip_swin_clinical.yaml:20-23, clip_resnet_clinical.yaml:19-22, cxrclip/model/modules/projection.py:23-29; an ``mlp`` head's
   ``fc`` / ``layer_norm`` keys are recognised too); ``text_encoder.*``, ``text_projection.*`` and ``logit_scale``
   are not read into the image encoder.
 

@@ -347,7 +347,10 @@ class LlavaFamily(ModelFamily):
         if any(k.startswith(TOWER_PREFIX) for k in tensors):
             tower = CLIPVisionModel(tower_config)
             fit["vision_tower_from"] = f"checkpoint ({TOWER_PREFIX}*)"
-            fit["cast_from"] = _fill(model_id, tower, tensors, TOWER_PREFIX, "vision tower")
+            # transformers 4 keeps the tower under `vision_model.` inside CLIPVisionModel, transformers 5 does not
+            wrapped = any(key.startswith("vision_model.") for key in tower.state_dict())
+            prefix = TOWER_PREFIX.removesuffix("vision_model.") if wrapped else TOWER_PREFIX
+            fit["cast_from"] = _fill(model_id, tower, tensors, prefix, "vision tower")
         else:
             try:
                 tower = CLIPVisionModel.from_pretrained(source, config=tower_config)
@@ -389,5 +392,6 @@ class LlavaFamily(ModelFamily):
         # the input norm of the layer whose output the features are (hidden_states[select_layer]; the last one for pooled)
         select = settings["select_layer"]  # hidden_states[k] is the output of layers[k - 1] (k >= 1), layers[k] (k < 0)
         index = -1 if settings["output"] == "pooled" else (select if select < 0 else select - 1)
-        layers = module.vision_tower.encoder.layers
+        tower = module.vision_tower
+        layers = getattr(tower, "vision_model", tower).encoder.layers  # transformers 4 wraps the tower in `vision_model`
         return layers[index].layer_norm1, TokenGrid(1), f"llava: CLIP tower encoder.layers[{index}].layer_norm1"
