@@ -230,7 +230,9 @@ def to_model(pixels: Any, split: PixelSplit, device: str) -> Any:
     batch = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2)
     if batch.shape[1] != split.channels:
         batch = batch.expand(-1, split.channels, -1, -1)
-    batch = batch.to(torch.float32).div(255)
+    # a 0-dim tensor on the batch's device, not the number 255: CUDA divides by a CPU scalar as a multiplication by
+    # its reciprocal (a bit off in some pixels), by a device tensor exactly as the CPU's ToTensor does
+    batch = batch.to(torch.float32).div(torch.tensor(255.0, dtype=torch.float32, device=batch.device))
     if split.mean is not None:
         mean = torch.as_tensor(split.mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
         std = torch.as_tensor(split.std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
