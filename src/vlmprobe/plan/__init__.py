@@ -382,6 +382,7 @@ class Plan:
             "method": heatmaps["method"],
             "target_layer": heatmaps["target_layers"].get(wildcards.model),
             **{key: heatmaps[key] for key in ("max_annotated", "n_random", "iou_threshold", "threshold_rule")},
+            **({"protocol": self.protocol} if self.protocol != "vlmprobe" else {}),  # sadman2025: the notebook's Grad-CAM
         }
 
     def heatmap_zero_shot(self, wildcards) -> dict[str, Any] | None:
