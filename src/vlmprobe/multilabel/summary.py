@@ -76,6 +76,8 @@ def result_row(result: dict[str, Any]) -> dict[str, Any]:
         row[f"{name}_low"] = interval.get("low")
         row[f"{name}_high"] = interval.get("high")
         row[f"{name}_n_valid"] = interval.get("n_valid")
+        if interval.get("note"):
+            row[f"{name}_interval_note"] = interval["note"]
     row["time_min"] = row["wall_time_s"] / 60.0 if row.get("wall_time_s") is not None else None
     return row
 
@@ -96,7 +98,7 @@ def build_table(results: Sequence[dict[str, Any]], skipped: Sequence[dict[str, A
     schema = {
         name: (
             pl.String
-            if name in TEXT_COLUMNS
+            if name in TEXT_COLUMNS or name.endswith("_interval_note")
             else pl.Boolean if name == "multilabel" else pl.Int64 if name in integer or name.endswith("_n_valid") else pl.Float64
         )
         for name in columns
@@ -141,6 +143,8 @@ def _cell(row: dict[str, Any], name: str, mark: str | None, with_interval: bool)
     low, high = row.get(f"{name}_low"), row.get(f"{name}_high")
     if with_interval and low is not None and high is not None:
         text += f" [{_format(low, name)}, {_format(high, name)}]"
+    elif with_interval and row.get(f"{name}_interval_note"):
+        text += " [not estimable]"
     return text
 
 
@@ -151,6 +155,18 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, int
         cells = [_cell(row, name, marks[name].get(i), with_interval) for name, _, _ in columns]
         lines.append(f"| *{row['setting']}* | " + " | ".join(cells) + " |")
     return lines
+
+
+def _interval_notes(group: Sequence[dict[str, Any]]) -> list[str]:
+    """How the distance intervals were resampled and how many resamples counted, where it is not the plain bootstrap."""
+    lines = []
+    for result in group:
+        for name, interval in (result.get("confidence_intervals") or {}).items():
+            how, note = interval.get("resampling"), interval.get("note")
+            if how or note:
+                counted = f"{interval.get('n_valid')} of {interval.get('n_resamples')} resamples counted"
+                lines.append(f"- *{result['setting']}* {name}: resampled {how or 'over test samples'}; {note or counted}.")
+    return ["", "Intervals of the class distances:", "", *lines] if lines else []
 
 
 def markdown(results: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]] = ()) -> str:
@@ -176,6 +192,7 @@ def markdown(results: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]
         lines += [f"## {dataset} / {model}", "", f"{kind}, {first.get('n_test')} test samples, {len(first.get('classes', []))} labels; "
                   f"protocol {', '.join(protocols)} (split: {first.get('split_protocol', 'vlmprobe')}).", ""]  # fmt: skip
         lines += _table(rows, TABLE_COLUMNS, with_interval=True)
+        lines += _interval_notes(group)
         lines += ["", "Embedding-space separation and threshold-free scores:", ""]
         lines += _table(rows, SEPARATION_COLUMNS, with_interval=False)
         lines += ["", "Decisions and label counts:", ""]

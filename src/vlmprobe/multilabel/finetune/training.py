@@ -115,7 +115,7 @@ def validate(run: Run, rows: Rows) -> tuple[float, float]:
     loader = torch.utils.data.DataLoader(run.val_data, batch_size=run.settings.batch_size, shuffle=False, **run.loader_options)
     with torch.inference_mode():
         for images, batch_targets in loader:
-            with run.autocast():
+            with run.autocast(training=False):
                 logits.append(head(module(images.to(run.device, non_blocking=True)).float()).float())
             wanted.append(batch_targets.to(run.device))
     logits_all, wanted_all = torch.cat(logits), torch.cat(wanted)
