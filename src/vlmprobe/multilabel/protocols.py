@@ -60,12 +60,6 @@ under ``torch.cuda.amp.autocast`` (float16) with ``GradScaler(enabled=device.typ
 (``extract_image_embeddings``: one image at a time, ``torch.no_grad()`` only)."""
 
 
-def notebook_training_dtype(device: str):
-    """The notebook's training-step autocast: float16 on CUDA (``torch.cuda.amp.autocast``), none elsewhere."""
-    import torch
-
-    return torch.float16 if str(device).startswith("cuda") else None
-
 
 def check_protocol(protocol: str) -> str:
     if protocol not in MULTILABEL_PROTOCOLS:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -229,11 +229,43 @@ def write_multilabel_summary(
     csv_path: str | Path,
     markdown_path: str | Path,
     skipped: Sequence[dict[str, Any]] = (),
+    analyses_dirs: Sequence[str | Path] = (),
 ) -> None:
+    """``analyses_dirs``: protocol sadman2025's paper-analyses folders, summarised below the study's tables."""
     from vlmprobe.io import write_parquet, write_text
 
     results = [json.loads(Path(path).read_text()) for path in result_paths]
     table = build_table(results, skipped)
     write_parquet(table_path, table)
     write_text(csv_path, table.write_csv())
-    write_text(markdown_path, markdown(results, skipped))
+    analyses = [json.loads((Path(folder) / "analyses.json").read_text()) for folder in analyses_dirs]
+    text = markdown(results, skipped)
+    if analyses:
+        text = text.rstrip("\n") + "\n\n" + paper_analyses_markdown(analyses) + "\n"
+    write_text(markdown_path, text)
+
+
+def paper_analyses_markdown(analyses: Sequence[Mapping[str, Any]]) -> str:
+    """Protocol sadman2025's further analyses (:mod:`vlmprobe.multilabel.paper_analyses`, its ``analyses.json``): the
+    threshold sweep, the score maps with per-domain F1, the class counts."""
+    lines = ["## The notebook's further analyses (protocol sadman2025)", ""]
+    for a in analyses:
+        lines += [f"### {a['dataset']} / {a['model']}", "", "Threshold sweep (row-min-max scores > t, macro F1; LRAP and coverage do not depend on t):", ""]
+        thresholds = [r["threshold"] for r in next(iter(a["threshold_sweep"].values()), [])]
+        lines += ["| Setting | " + " | ".join(f"{t:.2f}" for t in thresholds) + " | LRAP | Coverage |", "|---|" + "---|" * (len(thresholds) + 2)]
+        for setting, rows in a["threshold_sweep"].items():
+            lines.append(f"| *{setting}* | " + " | ".join(f"{r['f1_macro']:.3f}" for r in rows) + f" | {rows[0]['lrap']:.3f} | {rows[0]['coverage_error']:.2f} |")
+        lines += ["", "Score maps at 0.5 (macro over classes; per domain F1). **printed**: what the notebook prints for the setting.", ""]
+        first_rows = next(iter(a["score_maps"].values()), [])
+        domains = list(first_rows[0]["per_domain"]) if first_rows else []
+        lines += ["| Setting | Score map | P | R | F1 | labels / sample | " + " | ".join(f"{d} F1" for d in domains) + " |", "|---|---|---|---|---|---|" + "---|" * len(domains)]
+        for setting, rows in a["score_maps"].items():
+            for r in rows:
+                mark = " **printed**" if r["printed"] else ""
+                cells = " | ".join("—" if r["per_domain"][d]["f1"] is None else f"{r['per_domain'][d]['f1']:.3f}" for d in domains)
+                lines.append(f"| *{setting}* | {r['score_map']}{mark} | {r['precision_macro']:.3f} | {r['recall_macro']:.3f} | {r['f1_macro']:.3f} | {r['labels_per_sample']:.2f} | {cells} |")
+        lines += ["", "Samples per class (all splits): " + ", ".join(f"{k} {v}" for k, v in a["class_counts"].items()) + ".", ""]
+        notes = {tower: p.get("notes") for tower, p in a["projections"].items() if isinstance(p, dict) and p.get("notes")}
+        if notes:
+            lines += [f"Projections left out: {json.dumps(notes)}.", ""]
+    return "\n".join(lines) if analyses else ""

@@ -22,6 +22,7 @@ from vlmprobe.config_check import configuration_error, cross_check_problems
 from vlmprobe.datasets import is_multilabel
 from vlmprobe.formats.embeddings import FORMAT_VERSION
 from vlmprobe.models.base import NO_TEXT_TOWER, ModelFamily, family_of
+from vlmprobe.plan.paper_analyses import PaperAnalysesPlan
 from vlmprobe.plan.paths import PATHS, benchmark_path, log_path, path, summary_files
 from vlmprobe.plan.resources import Resources
 
@@ -42,7 +43,7 @@ def runtime_free(block: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in block.items() if key not in RUNTIME_KEYS}
 
 
-class Plan:
+class Plan(PaperAnalysesPlan):
     """Every job of the workflow for one validated config."""
 
     def __init__(self, config: dict[str, Any]):
@@ -264,6 +265,7 @@ class Plan:
             + self.group_gap_targets()
             + self.reference_targets()
             + self.multilabel_summary_targets()
+            + self.paper_analyses_dirs()
             + self.heatmap_summary_targets()
             + self.compare_targets()
         )

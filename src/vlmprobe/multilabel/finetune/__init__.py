@@ -81,7 +81,7 @@ from vlmprobe.multilabel.finetune.settings import (
     checked_settings,
 )
 from vlmprobe.multilabel.finetune.training import train
-from vlmprobe.multilabel.protocols import FINETUNE, notebook_training_dtype
+from vlmprobe.multilabel.protocols import FINETUNE
 
 __all__ = ["EMBED_SEED", "FORMAT_VERSION", "FinetuneOutputs", "FinetuneSettings", "run_finetune", "trainable_prefix"]
 
@@ -129,7 +129,9 @@ def _run_finetune(
     rows = read_rows(manifest_path, settings)
     device, num_workers, amp_dtype = configure_torch(device, threads, num_workers, spec_used)
     if paper:  # the notebook: fp16 autocast + GradScaler for training steps on CUDA, whatever the model's `precision`
-        amp_dtype = notebook_training_dtype(device)
+        import torch
+
+        amp_dtype = torch.float16 if device.startswith("cuda") else None
     run = build_run(model_id, spec_used, rows, settings, paper, seed, device, amp_dtype, num_workers)
     fingerprint = training_fingerprint(model_id, spec_used, settings, seed, rows)
     state = resume_state(run, outputs.resume_dir, fingerprint, model_id)
