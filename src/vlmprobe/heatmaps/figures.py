@@ -112,7 +112,7 @@ def overlay_pages(rows: Sequence[ImageRow], title: str, rows_per_page: int = 8) 
                 ax = axes[i][j]
                 ax.axis("on")
                 draw_overlay(ax, row.image, panel.cam, panel.boxes, panel_title(panel))
-                if panel.kind != "true":
+                if panel.kind == "false_positive":
                     for spine in ax.spines.values():
                         spine.set_edgecolor(FALSE_POSITIVE_COLOUR)
                         spine.set_linewidth(1.5)
