@@ -29,7 +29,7 @@ def test_sadman_preset_runs_the_papers_protocol_by_name(tmp_path):
     config["multilabel"]["bootstrap"] = {"n_resamples": 50}
     config["multilabel"]["finetune"].update(device="cpu", num_workers=0, progress=False)
     write_config(tmp_path, base=config)
-    snakemake(tmp_path)
+    snakemake(tmp_path, timeout=1800)  # Grad-CAM of three settings and the projections: minutes on a shared CPU
 
     results = tmp_path / "results"
     table, meta = read_manifest(results / "manifests" / "iu-xray.parquet")

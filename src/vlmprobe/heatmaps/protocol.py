@@ -43,6 +43,8 @@ BLOCK = -3
 """``trunk.blocks[BLOCK].attn.proj``: the notebook's ``targetlayer(vit, 3)`` = ``blocks[-3]``."""
 FIGURE_IMAGE = "1196_IM-0131-1001.dcm.png"
 """The image of the notebook's last Grad-CAM figure (cell ``9780b3fc``: ``sample_path = ... filenames[2]``)."""
+FIGURE_COLUMNS = ("zs", "ft", "lp")
+"""Column order of that figure (``settings = [("Zero-Shot", ...), ("Fine-Tuned", ...), ("LinearProbe", ...)]``)."""
 SIGMOID_TAU = 50.0
 """``custom_inference(..., method="sigmoid", tau=50.0)`` for the lp / ft titles."""
 

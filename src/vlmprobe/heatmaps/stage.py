@@ -289,11 +289,13 @@ def write_settings_comparison(manifest_path, maps_dirs: dict[str, Any], out_path
 
 
 def _notebook_comparison(data: dict[str, Any], settings: Sequence[str], by_id: dict[str, Any], out_path, dataset: str, model_id: str) -> int:
-    """Protocol sadman2025: the notebook's last figure, one image x every class (rows) x the settings (columns).
+    """Protocol sadman2025: the notebook's last figure, one image x every class (rows) x the settings (columns:
+    Zero-Shot, Fine-Tuned, LinearProbe, as its ``settings`` list).
 
     The image is the notebook's ``filenames[2]`` (``1196_IM-0131-1001.dcm.png``) when it is among the sampled
     images, else the first of the sample; each panel's title carries the notebook's probability.
     """
+    settings = sorted(settings, key=lambda s: notebook.FIGURE_COLUMNS.index(s) if s in notebook.FIGURE_COLUMNS else len(notebook.FIGURE_COLUMNS))
     first = data[settings[0]]
     sampled = list(dict.fromkeys(first["sample_id"].tolist()))
     named = [s for s in sampled if s in by_id and Path(str(by_id[s]["path"])).name == notebook.FIGURE_IMAGE]
