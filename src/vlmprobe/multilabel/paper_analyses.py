@@ -337,7 +337,7 @@ def projection_figure(result: Mapping[str, Any], selection: Mapping[str, Any], t
     axes[1, 2].legend(handles=[handle(NO_FINDING, "green"), handle("Abnormal", "red")], bbox_to_anchor=(1.05, 1), loc="upper left")
     axes[2, 2].legend(handles=[handle(name, cmap_domain(i)) for i, name in enumerate(DOMAINS)], bbox_to_anchor=(1.05, 1), loc="upper left")
     figure.suptitle(title, fontsize=12)
-    figure.tight_layout(pad=0)
+    figure.tight_layout(pad=0, rect=(0, 0, 1, 0.97))  # the notebook's pad=0, below the title
     return figure
 
 
@@ -391,7 +391,7 @@ def run_paper_analyses(
 
     raw: dict[str, np.ndarray] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
-    for setting in ("zs", "lp", "ft"):
+    for setting in ("zs", "ft", "lp"):  # the paper's row order
         if setting not in predictions:
             continue
         stored = read_predictions(predictions[setting])
@@ -431,7 +431,8 @@ def run_paper_analyses(
     analyses = {
         "dataset": dataset, "model": model, "protocol": "sadman2025", "classes": classes, "n_test": int(is_test.sum()),
         "threshold_sweep": sweeps, "score_maps": score_maps, "printed": PRINTED,
-        "class_counts": dict(counts), "train_class_counts": dict(train_counts), "loss_history": histories,
+        "domains": list(DOMAINS), "settings": list(raw),
+        "class_counts": [list(item) for item in counts], "train_class_counts": [list(item) for item in train_counts], "loss_history": histories,
         "projections": {"selection": selection, **projected, "seed": seed},
     }  # fmt: skip
     write_json(out_dir / "analyses.json", analyses)

@@ -161,11 +161,14 @@ def _interval_notes(group: Sequence[dict[str, Any]]) -> list[str]:
     """How the distance intervals were resampled and how many resamples counted, where it is not the plain bootstrap."""
     lines = []
     for result in group:
-        for name, interval in (result.get("confidence_intervals") or {}).items():
+        said: dict[str, list[str]] = {}
+        for name in ("inter_class_distance", "intra_class_distance", "distance_ratio"):
+            interval = (result.get("confidence_intervals") or {}).get(name) or {}
             how, note = interval.get("resampling"), interval.get("note")
             if how or note:
                 counted = f"{interval.get('n_valid')} of {interval.get('n_resamples')} resamples counted"
-                lines.append(f"- *{result['setting']}* {name}: resampled {how or 'over test samples'}; {note or counted}.")
+                said.setdefault(f"resampled {how or 'over test samples'}; {note or counted}", []).append(name)
+        lines += [f"- *{result['setting']}* {', '.join(names)}: {text}." for text, names in said.items()]
     return ["", "Intervals of the class distances:", "", *lines] if lines else []
 
 
@@ -253,18 +256,18 @@ def paper_analyses_markdown(analyses: Sequence[Mapping[str, Any]]) -> str:
         lines += [f"### {a['dataset']} / {a['model']}", "", "Threshold sweep (row-min-max scores > t, macro F1; LRAP and coverage do not depend on t):", ""]
         thresholds = [r["threshold"] for r in next(iter(a["threshold_sweep"].values()), [])]
         lines += ["| Setting | " + " | ".join(f"{t:.2f}" for t in thresholds) + " | LRAP | Coverage |", "|---|" + "---|" * (len(thresholds) + 2)]
-        for setting, rows in a["threshold_sweep"].items():
+        settings = a.get("settings") or list(a["threshold_sweep"])
+        for setting, rows in ((s, a["threshold_sweep"][s]) for s in settings):
             lines.append(f"| *{setting}* | " + " | ".join(f"{r['f1_macro']:.3f}" for r in rows) + f" | {rows[0]['lrap']:.3f} | {rows[0]['coverage_error']:.2f} |")
         lines += ["", "Score maps at 0.5 (macro over classes; per domain F1). **printed**: what the notebook prints for the setting.", ""]
-        first_rows = next(iter(a["score_maps"].values()), [])
-        domains = list(first_rows[0]["per_domain"]) if first_rows else []
+        domains = a.get("domains", [])
         lines += ["| Setting | Score map | P | R | F1 | labels / sample | " + " | ".join(f"{d} F1" for d in domains) + " |", "|---|---|---|---|---|---|" + "---|" * len(domains)]
-        for setting, rows in a["score_maps"].items():
-            for r in rows:
+        for setting in settings:
+            for r in a["score_maps"][setting]:
                 mark = " **printed**" if r["printed"] else ""
                 cells = " | ".join("—" if r["per_domain"][d]["f1"] is None else f"{r['per_domain'][d]['f1']:.3f}" for d in domains)
                 lines.append(f"| *{setting}* | {r['score_map']}{mark} | {r['precision_macro']:.3f} | {r['recall_macro']:.3f} | {r['f1_macro']:.3f} | {r['labels_per_sample']:.2f} | {cells} |")
-        lines += ["", "Samples per class (all splits): " + ", ".join(f"{k} {v}" for k, v in a["class_counts"].items()) + ".", ""]
+        lines += ["", "Samples per class (all splits): " + ", ".join(f"{name} {count}" for name, count in a["class_counts"]) + ".", ""]
         notes = {tower: p.get("notes") for tower, p in a["projections"].items() if isinstance(p, dict) and p.get("notes")}
         if notes:
             lines += [f"Projections left out: {json.dumps(notes)}.", ""]
