@@ -15,7 +15,7 @@ def main(smk):
         n_neighbors=cell["n_neighbors"],
         min_dist=cell["min_dist"],
         colour_by=smk.params.colour_by,
-        title=f"{smk.wildcards.dataset}: every model at n_neighbors={cell['n_neighbors']}, min_dist={cell['min_dist']}",
+        title=f"{smk.wildcards.dataset}: every model",
     )
 
 

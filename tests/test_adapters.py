@@ -86,7 +86,7 @@ def test_breakhis_two_classes_with_subtype_and_magnification_kept(tmp_path):
     assert Counter(r.labels[0] for r in records) == {"benign": 16, "malignant": 16}
     first = next(r for r in records if r.sample_id == "SOB_B_A-14-1000AB-40-001")
     assert first.labels == ("benign",)
-    assert first.meta == {"subtype": "adenosis", "magnification": "40X", "patient": "14-1000AB"}
+    assert first.meta == {"subtype": "adenosis", "magnification": "40X", "patient": "14-1000AB", "case": "SOB_B_A-14-1000AB"}
     assert {r.meta["subtype"] for r in records} == {"adenosis", "fibroadenoma", "ductal_carcinoma", "lobular_carcinoma"}
 
 

@@ -49,8 +49,9 @@ def test_datasets_are_routed_by_kind_and_group(shipped):
     assert shipped.multilabel_datasets == ["synthetic-cxr"]
     assert shipped.grouped_datasets == ["synthetic-cxr-patients"]
     assert shipped.study_datasets == ["synthetic-cxr"]
-    assert shipped.nuisances == {"synthetic-cxr": ["meta_marker"]}
-    assert shipped.shortcut_datasets == ["synthetic-cxr"]
+    assert shipped.nuisances == {"synthetic-cxr": ["meta_marker"], "synthetic-cxr-patients": ["meta_marker"]}
+    assert shipped.shortcut_datasets == ["synthetic-cxr", "synthetic-cxr-patients"]
+    assert shipped.probes.datasets == shipped.multiclass_datasets
 
 
 def test_the_study_runs_what_each_family_declares(shipped):
@@ -113,6 +114,24 @@ def test_switched_off_stages_have_no_targets():
     )
     assert plan.study_datasets == [] and plan.heatmap_jobs == []
     assert plan.all_targets() == ["results/embeddings/cxr/pixels.parquet"]
+
+
+def test_explore_pages_per_umap_table_thumbnails_per_dataset_and_probe_colouring_where_the_probe_runs(shipped):
+    targets = shipped.all_targets()
+    pages = [path("explore_page", dataset=d, model=m) for d in shipped.datasets for m in shipped.models]
+    assert set(pages) | {"results/explore/index.html"} <= set(targets)
+    assert [entry["page"] for entry in shipped.explore.index_entries()] == pages
+    inputs = shipped.explore.page_inputs(wildcards(dataset="digits", model="pixels"))
+    assert inputs["thumbnails"] == "results/explore/digits/thumbnails"  # no {model}: one set per dataset
+    assert inputs["predictions"] == "results/linear_probe/digits/pixels.predictions.parquet"
+    multilabel = shipped.explore.page_inputs(wildcards(dataset="synthetic-cxr", model="pixels"))
+    assert multilabel["predictions"] == "results/multilabel/synthetic-cxr/pixels/lp.predictions.parquet"  # the study's lp
+    off = plan_of({"cxr": CXR}, {"pixels": PIXELS}, multilabel={"linear_probe": {"enabled": False}})
+    assert "predictions" not in off.explore.page_inputs(wildcards(dataset="cxr", model="pixels"))
+    params = shipped.explore.page_params(wildcards(dataset="synthetic-cxr-patients", model="pixels"))
+    assert params["group"] == "meta_patient" and params["cell"] == {"n_neighbors": 15, "min_dist": 0.1}
+    assert shipped.explore.page_params(wildcards(dataset="synthetic-cxr", model="pixels"))["nuisances"] == ["meta_marker"]
+    assert not [t for t in plan_of({"cxr": CXR}, {"pixels": PIXELS}, explore={"enabled": False}).all_targets() if "explore" in t]
 
 
 def test_paths_fill_the_wildcards_they_are_given():
@@ -274,7 +293,7 @@ def test_every_cross_check_problem_is_reported_together():
         "`multilabel: datasets` names dataset ['nope-data'] that config.yaml does not define.",
         "`multilabel: finetune: models` names model ['ghost'] that config.yaml does not define.",
         "`multilabel: finetune: models` lists 'pixels', whose family 'pixels' has no trainable image tower.",
-        "fine-tune only open_clip, timm or torchvision models.",
+        "fine-tune only conch, cxr_clip, flair, open_clip, timm or torchvision models.",
         "`heatmaps: datasets` names dataset(s) ['nowhere'] that config.yaml does not define.",
         "`heatmaps: models` names model(s) ['phantom'] that config.yaml does not define.",
         "`heatmaps: models` lists 'pixels', whose family 'pixels' has no layers to attribute.",
@@ -385,10 +404,40 @@ def test_the_cross_checks_ask_the_new_family_too(toy_families):
 def test_protocol_sadman2025_adds_the_notebooks_analyses_and_grad_cam():
     datasets = {"iu": {"kind": "iu-xray", "root": "data/iu"}}
     ours = plan_of(datasets, {"vit": TINY_VIT})
-    assert ours.paper_analyses_dirs() == [] and "protocol" not in ours.heatmap_options(wildcards(dataset="iu", model="vit", setting="zs"))
+    assert ours.paper_analyses.dirs() == [] and "protocol" not in ours.heatmap_options(wildcards(dataset="iu", model="vit", setting="zs"))
     paper = plan_of(datasets, {"vit": TINY_VIT}, multilabel={"protocol": "sadman2025"})
     folder = path("multilabel_paper_analyses", dataset="iu", model="vit")
-    assert paper.paper_analyses_dirs() == [folder] and folder in paper.all_targets()
-    inputs = paper.paper_analyses_inputs(wildcards(dataset="iu", model="vit"))
+    assert paper.paper_analyses.dirs() == [folder] and folder in paper.all_targets()
+    inputs = paper.paper_analyses.inputs(wildcards(dataset="iu", model="vit"))
     assert {"zs_predictions", "lp_predictions", "ft_predictions", "lp_head", "ft_head", "ft_embeddings", "ft_info"} <= set(inputs)
     assert paper.heatmap_options(wildcards(dataset="iu", model="vit", setting="zs"))["protocol"] == "sadman2025"
+
+
+# -- probes (vlmprobe.plan.probes) ---------------------------------------------------------------------
+
+
+def test_the_probes_read_every_multiclass_table_and_compare_their_predictions(shipped):
+    probes = shipped.probes
+    assert probes.results() == [path("probes", dataset=d, model=m) for d in ("digits", "synthetic-cxr-patients") for m in shipped.models]
+    assert probes.prediction_outputs() == {"knn": PATHS["probes_predictions"].replace("{probe}", "knn"), "logistic": PATHS["probes_predictions"].replace("{probe}", "logistic")}
+    targets = shipped.all_targets()
+    assert {"results/summary/probes.png", "results/summary/probes_rank_stability.csv", "results/summary/compare_knn.md", "results/summary/compare_logistic.png"} <= set(targets)
+    assert probes.columns(wildcards(dataset="synthetic-cxr-patients")) == {"nuisances": ["meta_marker"], "subgroups": ["meta_marker"], "group": "meta_patient"}
+    assert probes.columns(wildcards(dataset="digits")) == {"nuisances": [], "subgroups": [], "group": None}
+    entries = probes.compare_entries(wildcards(probe="knn"))
+    assert entries[0] == {"dataset": "digits", "model": "pixels", "predictions": "results/probes/digits/pixels.knn.predictions.parquet"}
+    assert probes.linear_probe_results() == shipped.linear_probe_results()
+    assert "enabled" not in probes.settings and probes.settings["knn"]["k"] == 20
+
+
+def test_switched_off_probes_have_no_jobs_and_a_disabled_probe_no_predictions():
+    digits = {"kind": "digits"}
+    off = plan_of({"digits": digits}, {"pixels": PIXELS, "vit": TINY_VIT}, probes={"enabled": False})
+    assert off.probes.results() == [] and off.probes.targets() == []
+    no_knn = plan_of({"digits": digits}, {"pixels": PIXELS, "vit": TINY_VIT}, probes={"knn": {"enabled": False}})
+    assert list(no_knn.probes.prediction_outputs()) == ["logistic"]
+    assert not [t for t in no_knn.all_targets() if "compare_knn" in t]
+    one_model = plan_of({"digits": digits}, {"pixels": PIXELS})
+    assert one_model.probes.compared() == [] and "results/summary/probes.md" in one_model.all_targets()
+    multilabel_only = plan_of({"cxr": CXR}, {"pixels": PIXELS})
+    assert multilabel_only.probes.results() == [] and multilabel_only.probes.targets() == []

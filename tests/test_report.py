@@ -186,3 +186,37 @@ def read_table_in_frame(browser: HeadlessChromium, timeout: float = 15) -> list[
                 return cells
         time.sleep(0.2)
     return []
+
+
+# -- the embedding explorers ------------------------------------------------------------------------------
+
+
+def test_the_report_links_the_embedding_explorers(report, local_run):
+    html = report.read_text()
+    categories = report_variable(html, "categories")
+    results = report_variable(html, "results")
+    assert "Embedding explorer" in categories, sorted(categories)
+    paths = [p for paths in categories["Embedding explorer"].values() for p in paths]
+    assert [results[p]["mime_type"] for p in paths] == ["text/html"]
+    assert "results/explore/index.html" in results[paths[0]]["caption"]
+    assert (local_run / "results" / "explore" / "index.html").is_file()
+
+
+@pytest.mark.skipif(find_browser() is None, reason="Chromium is not installed (.ci/install-system-deps.sh installs it)")
+def test_every_explorer_of_the_run_opens_from_its_index(local_run):
+    """The run wrote a page per (dataset, model); each, reached by its link on the index, loads from disk without
+    a console error and draws every point of its manifest."""
+    import pyarrow.parquet as pq
+
+    index = local_run / "results" / "explore" / "index.html"
+    links = re.findall(r'<a href="([^"]+\.html)">', index.read_text())
+    assert links
+    with HeadlessChromium(find_browser()) as browser:
+        for link in links:
+            page = (index.parent / link).resolve()
+            dataset = page.parent.name
+            browser.open(page.as_uri())
+            browser.wait_for("window.explorer && explorer.drawnCount() > 0")
+            rows = pq.read_metadata(local_run / "results" / "manifests" / f"{dataset}.parquet").num_rows
+            assert browser.evaluate("explorer.drawnCount()") == browser.evaluate("explorer.n") == rows, link
+            assert browser.console_errors() == [], link

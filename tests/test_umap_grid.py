@@ -253,7 +253,7 @@ def test_models_figure_and_multilabel_colours(grid, tmp_path):
     fig = plot_models_at_cell(per_model, 15, 0.5, "blobs", quality={"a": (0.9, 0.5)})
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in visible] == ["a", "b", "c"]
-    assert len(fig.axes) == 4  # 2 x 2, the fourth hidden
+    assert len(fig.axes) == 3  # one row of three, no empty panel
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["normal", "one finding", "several"]
     save_figure(tmp_path / "models.png", fig)
     with Image.open(tmp_path / "models.png") as image:

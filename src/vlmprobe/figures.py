@@ -143,3 +143,27 @@ def metric_heatmap(
     bar = figure.colorbar(image, ax=ax, shrink=0.9)
     bar.set_label(colorbar_label or value)
     return figure
+
+
+def texts_outside(figure: Any, tolerance_px: float = 1.0) -> list[str]:
+    """Every visible text of ``figure`` (titles, labels, legend entries, notes) whose drawn extent leaves the
+    canvas, as ``'text' (x0, y0, x1, y1 px)``; an empty list when everything fits. Extents scale with the dpi,
+    so checking at the figure's own dpi holds for any saved dpi of the same size."""
+    from matplotlib.text import Text
+
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    canvas = figure.bbox
+    outside = []
+    for text in figure.findobj(Text):
+        if not text.get_visible() or not text.get_text().strip() or (text.axes is not None and not text.axes.get_visible()):
+            continue
+        box = text.get_window_extent(renderer)
+        if (
+            box.x0 < canvas.x0 - tolerance_px
+            or box.y0 < canvas.y0 - tolerance_px
+            or box.x1 > canvas.x1 + tolerance_px
+            or box.y1 > canvas.y1 + tolerance_px
+        ):
+            outside.append(f"{text.get_text()!r} ({box.x0:.0f}, {box.y0:.0f}, {box.x1:.0f}, {box.y1:.0f} px on {canvas.width:.0f} x {canvas.height:.0f})")
+    return outside

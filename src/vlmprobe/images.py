@@ -71,6 +71,10 @@ def array_to_image(values: np.ndarray) -> Image.Image:
 
 def load_image(path: str) -> Image.Image:
     """Decode the image a manifest ``path`` names, fully (truncation surfaces here), as RGB."""
+    from vlmprobe.dicom import load_dicom_image, parse_reference
+
+    if parse_reference(path) is not None:  # a .dcm file or a DICOM frame reference: displayed as a viewer does
+        return load_dicom_image(path)
     if NPZ_SEPARATOR in path:
         npz_path, array, index = path.split(NPZ_SEPARATOR)
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -112,8 +113,16 @@ def write_safetensors(target: str | os.PathLike[str], tensors: dict[str, Any], m
 
 
 def save_figure(target: str | os.PathLike[str], figure: Any, **kwargs: Any) -> None:
-    """Save a matplotlib figure atomically and close it. Metadata is dropped so reruns are byte-identical."""
+    """Save a matplotlib figure atomically and close it. Metadata is dropped so reruns are byte-identical.
+
+    Text that leaves the canvas (a clipped title or legend label) is logged as a warning naming the file."""
     import matplotlib.pyplot as plt
+
+    if kwargs.get("bbox_inches") != "tight":  # a tight box grows to hold every text
+        from vlmprobe.figures import texts_outside
+
+        for text in texts_outside(figure):
+            logging.getLogger(__name__).warning("%s: text leaves the figure: %s", target, text)
 
     kwargs.setdefault("dpi", 120)
     kwargs.setdefault("metadata", {"Software": None})

@@ -91,6 +91,7 @@ class HeadlessChromium:
             self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
             self.call("Page.enable")
             self.call("Runtime.enable")
+            self.call("Log.enable")
         except Exception:
             self.__exit__(None, None, None)
             raise
@@ -147,6 +148,22 @@ class HeadlessChromium:
                 return reply.get("result", {})
             if "method" in reply:
                 self._events.append(reply)
+
+    def events(self, method: str) -> list[dict[str, Any]]:
+        """Events of ``method`` received so far (while waiting for replies), left in place."""
+        return [event for event in self._events if event["method"] == method]
+
+    def console_errors(self) -> list[str]:
+        """Uncaught exceptions, ``console.error`` calls and browser log errors (e.g. a file that failed to load)."""
+        self.evaluate("0")  # read what arrived since the last call
+        errors = [e["params"]["exceptionDetails"].get("exception", {}).get("description", "exception") for e in self.events("Runtime.exceptionThrown")]
+        errors += [" ".join(str(a.get("value", a.get("description", ""))) for a in e["params"]["args"]) for e in self.events("Runtime.consoleAPICalled") if e["params"]["type"] == "error"]
+        errors += [e["params"]["entry"]["text"] + " " + e["params"]["entry"].get("url", "") for e in self.events("Log.entryAdded") if e["params"]["entry"]["level"] == "error"]
+        return errors
+
+    def mouse(self, kind: str, x: float, y: float, button: str = "none", **extra: Any) -> None:
+        """A real mouse event at page coordinates (``kind``: mouseMoved, mousePressed, mouseReleased, mouseWheel)."""
+        self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button=button, **extra)
 
     def wait_event(self, method: str, timeout: float | None = None) -> dict[str, Any]:
         deadline = time.monotonic() + (timeout or self.timeout)

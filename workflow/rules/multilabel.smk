@@ -121,7 +121,7 @@ rule multilabel_paper_analyses:
     # Protocol sadman2025 only: the notebook's threshold sweep, score maps with per-domain P/R/F1, class counts,
     # loss curves and PCA / UMAP / TriMap projections of one (dataset, model).
     input:
-        unpack(plan.paper_analyses_inputs),
+        unpack(plan.paper_analyses.inputs),
     output:
         report(
             directory(plan.paths["multilabel_paper_analyses"]),
@@ -152,7 +152,7 @@ rule summary_multilabel:
     # every setting's metrics in the paper's layout, and why the others did not run
     input:
         results=plan.multilabel_results(),
-        analyses=plan.paper_analyses_dirs(),
+        analyses=plan.paper_analyses.dirs(),
     output:
         table=plan.paths["summary_multilabel"],
         csv=plan.paths["summary_multilabel_csv"],

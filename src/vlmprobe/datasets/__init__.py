@@ -28,6 +28,7 @@ KINDS: dict[str, tuple[str, bool]] = {
     "deepdrid": ("vlmprobe.datasets.deepdrid", False),
     "medmnist": ("vlmprobe.datasets.medmnist", False),
     "iu-xray": ("vlmprobe.datasets.iu_xray", True),
+    "dicom": ("vlmprobe.datasets.dicom", False),
 }
 
 

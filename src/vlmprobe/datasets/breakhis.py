@@ -8,8 +8,16 @@ what the dataset's authors define) and checked against the benign/malignant fold
 
 The label is the poster's two classes (``label_by: tumor_class``) unless ``label_by`` picks
 ``subtype`` (8 classes) or ``magnification``; the other fields are kept as ``meta_*`` columns
-(``meta_subtype``, ``meta_magnification``, ``meta_patient``), so UMAP grids can be coloured by
-them. ``magnifications: [40, 400]`` keeps only those magnifications.
+(``meta_subtype``, ``meta_magnification``, ``meta_patient``, ``meta_case``), so UMAP grids can be
+coloured by them. ``magnifications: [40, 400]`` keeps only those magnifications.
+
+What a patient is: the download has 82 case folders (the "82 patients" of Spanhol et al. 2016), but
+slide ``14-13412`` is filed twice, under ductal carcinoma (``SOB_M_DC_14-13412``) and lobular carcinoma
+(``SOB_M_LC_14-13412``); the dataset's own 5-fold lists (``dsfold1.txt`` ...) put the two in different
+folds. One slide number is one tissue sample of one woman, so ``meta_patient`` is the slide id
+(``14-13412``): 81 patients, and a patient-aware split (``group: meta_patient``) keeps every image of
+that slide on one side. ``meta_case`` is the authors' case folder (``SOB_M_DC-14-13412``; 82 values)
+for whoever wants their count.
 """
 
 from __future__ import annotations
@@ -98,7 +106,11 @@ def load_records(spec: dict[str, Any], ctx: DatasetContext) -> list[Record]:
                 sample_id=path.stem,
                 path=str(path.resolve()),
                 labels=(values[label_by],),
-                meta={**{key: value for key, value in values.items() if key != label_by}, "patient": fields["patient"]},
+                meta={
+                    **{key: value for key, value in values.items() if key != label_by},
+                    "patient": fields["patient"],
+                    "case": f"{fields['procedure']}_{fields['tumor_class']}_{fields['subtype']}-{fields['patient']}",
+                },
             )
         )
     if unparsed:
@@ -109,5 +121,8 @@ def load_records(spec: dict[str, Any], ctx: DatasetContext) -> list[Record]:
         )
     if not records:
         raise VlmprobeError(f"Dataset {ctx.name!r}: no BreaKHis images under {str(root)!r} at magnifications {list(magnifications)}.", "check `root`.")
-    log.info("dataset %s: %d BreaKHis images from %d patients", ctx.name, len(records), len({r.meta["patient"] for r in records}))
+    log.info(
+        "dataset %s: %d BreaKHis images from %d patients (slide ids) in %d case folders",
+        ctx.name, len(records), len({r.meta["patient"] for r in records}), len({r.meta["case"] for r in records}),
+    )
     return records

@@ -1,7 +1,7 @@
 """``hierarchical-csv``: tables whose rows carry a label at several levels of a class tree (HiCervix).
 
 HiCervix (Cai et al. 2024) ships its 40,229 cells as split tables (``train.csv``, ``val.csv``,
-``test.csv``), each row an image name, its annotated class (``class_name``; 29 classes) and the
+``test.csv``), each row an image name, its annotated class (``class_name``; 26 classes in the published tables, the poster says 29) and the
 class's path in a three-level tree (``level_1``, ``level_2``, ``level_3``; a cell annotated only
 down to level 2 has an empty ``level_3``). Spec keys:
 

@@ -1,7 +1,8 @@
 """Reading weight files safely: safetensors, or ``torch.load(weights_only=True)``; never a plain pickle.
 
 A checkpoint downloaded from the internet is untrusted: a pickle can run code when loaded. Both
-routes here only ever build tensors and plain containers.
+routes here only ever build tensors and plain containers; foreign objects beside the tensors (training
+arguments, numpy scalars, OmegaConf configs) are read as inert data (:mod:`vlmprobe.models.inert_pickle`).
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vlmprobe.errors import VlmprobeError
+from vlmprobe.models.inert_pickle import load_data_only, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,103 @@ def sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
 
 def _require_file(path: Path) -> None:
     if not path.is_file():
+        raise missing_weights_file(path)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".pkl", ".npz", ".h5", ".msgpack")
+
+
+def missing_weights_file(path: str | Path, model_id: str | None = None, folder_fix: str | None = None) -> VlmprobeError:
+    """The error for a ``pretrained:`` that is not a file: a folder (named as one, with the weight files
+    it holds) or a path that does not exist. ``folder_fix`` is the family's own way to read a folder."""
+    path = Path(path)
+    who = f"Model {model_id!r}: checkpoint" if model_id else "Checkpoint"
+    if path.is_dir():
+        inside = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES)
+        listing = f"; weight files inside: {inside[:6]}" if inside else "; it holds no weights file (.safetensors, .pt, .pth, .bin, .ckpt)"
+        return VlmprobeError(
+            f"{who} path {str(path)!r} is a folder, not a weights file{listing}.",
+            (folder_fix + ", or " if folder_fix else "")
+            + "set `pretrained:` to the weights file itself"
+            + (f" (e.g. {str(path / inside[0])!r})." if inside else "."),
+        )
+    return VlmprobeError(
+        f"{who} file {str(path)!r} does not exist.",
+        "copy the weights there (pre-stage them on the cluster's shared filesystem) or correct `pretrained:` in config.yaml.",
+    )
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """A ``torch.jit.save`` archive: a zip whose entries hold ``constants.pkl`` and the model's ``code/``."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return any(name.endswith("/constants.pkl") for name in names) and any("/code/" in name for name in names)
+
+
+def torchscript_error(path: Path) -> VlmprobeError:
+    return VlmprobeError(
+        f"Checkpoint {str(path)!r} is a TorchScript archive (written by torch.jit.save: a compiled program with its "
+        "weights), not a state dict; vlmprobe builds the architecture itself and loads only weights into it.",
+        "if you trust the file, extract its weights once: `import torch; torch.save(torch.jit.load(PATH, map_location='cpu')"
+        ".state_dict(), 'weights.pt')`, and set `pretrained:` to weights.pt (the keys are the scripted module's own names).",
+    )
+
+
+def check_weight_values(path: str | Path, tensors: Iterable[tuple[str, Any]]) -> None:
+    """Refuse a file whose weights cannot be the trained model's: NaN or Inf in a floating tensor
+    (named, with how many values), or no floating-point tensor at all (weights saved as integers).
+
+    A property of the file, so it is said from the file, before a model is built or an image read.
+    """
+    non_finite: list[str] = []
+    integer: list[str] = []
+    floating = 0
+    for name, value in tensors:
+        if not _is_tensor(value):
+            continue
+        if value.dtype.is_floating_point or value.dtype.is_complex:
+            floating += 1
+            import torch
+
+            finite = torch.isfinite(value)
+            if not bool(finite.all()):
+                bad = value[~finite]
+                nan = int(torch.isnan(bad).sum())
+                non_finite.append(f"{name} ({nan} NaN, {bad.numel() - nan} Inf of {value.numel()})")
+        else:
+            integer.append(f"{name} ({str(value.dtype).removeprefix('torch.')})")
+    if non_finite:
         raise VlmprobeError(
-            f"Checkpoint file {str(path)!r} does not exist.",
-            "copy the weights there (pre-stage them on the cluster's shared filesystem) or correct `pretrained:` in config.yaml.",
+            f"Checkpoint {str(path)!r} has NaN or Inf values in {len(non_finite)} tensor(s): {non_finite[:5]}; "
+            "the file itself is damaged (training diverged, or it was written from a broken run), not the precision it is run at.",
+            "use an earlier or the published checkpoint (or re-save it from a healthy run).",
+        )
+    if integer and not floating:
+        raise VlmprobeError(
+            f"Checkpoint {str(path)!r} holds only integer tensors ({len(integer)}, e.g. {integer[:3]}): no floating-point "
+            "weights, as written by a quantized export or a cast like `.long()`.",
+            "save the float weights (model.state_dict() before quantizing or casting) as .pt or .safetensors.",
+        )
+
+
+def refuse_integer_weights(kept: dict[str, Any], own: dict[str, Any], path: str | Path, architecture: str) -> None:
+    """A learned (floating) weight of the architecture given integer values by the file is not a cast
+    to record but a wrong file: casting would embed with truncated weights without a word."""
+    integer = [
+        f"{name} ({str(value.dtype).removeprefix('torch.')})"
+        for name, value in kept.items()
+        if (own[name].dtype.is_floating_point or own[name].dtype.is_complex) and not (value.dtype.is_floating_point or value.dtype.is_complex)
+    ]
+    if integer:
+        raise VlmprobeError(
+            f"Checkpoint {str(path)!r} gives {len(integer)} floating-point weight(s) of {architecture!r} integer values, "
+            f"e.g. {integer[:3]}: a quantized or integer-cast export, not the trained weights.",
+            "save the float weights (model.state_dict() before quantizing or casting) as .pt or .safetensors.",
         )
 
 
@@ -89,12 +185,14 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> Any:
     """The file's contents as written (a state dict, or a container holding one), read safely."""
     path = Path(path)
     _require_file(path)
+    if is_torchscript_archive(path):
+        raise torchscript_error(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        return _torch_load(path, mmap)
+        return load_data_only(lambda: _torch_load(path, mmap))  # argparse / numpy / OmegaConf entries set aside
     except Exception as error:  # noqa: BLE001 - every failure mode of a bad file gets the same clear message
         raise unreadable_checkpoint(path, error) from error
 
@@ -108,14 +206,35 @@ def load_state_dict(path: str | Path, mmap: bool = False, key: str | None = None
 def verify_checkpoint(path: str | Path, key: str | None = None) -> int:
     """Check that ``path`` is a readable, safe weights file holding tensors; return how many.
 
-    Cheap enough for the offline model check on the submitting node: a safetensors file is read
-    only up to its (length-checked) header and a torch file is memory-mapped, so a truncated,
-    corrupt or pickled checkpoint fails in seconds rather than after a wait in a GPU queue.
-    Whether the tensors fit the architecture is checked when the model is built (:func:`load_checkpoint_into`).
+    Cheap enough for the offline model check on the submitting node: a safetensors file's header is
+    length-checked and a torch file is memory-mapped, so a truncated, corrupt or pickled checkpoint
+    fails in seconds rather than after a wait in a GPU queue. Its values are then read once, one tensor
+    at a time (:func:`check_weight_values`: NaN / Inf, weights saved as integers), about a second per GB,
+    and remembered for the process (a job checks before it loads). Whether the tensors fit the
+    architecture is checked when the model is built (:func:`load_checkpoint_into`).
     """
     path = Path(path)
+    try:
+        stat = path.stat()
+        memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, key)
+    except OSError:
+        memo = None
+    if memo in _VERIFIED:  # one job checks a file more than once (check_spec, then load_encoder); reading it once is enough
+        return _VERIFIED[memo]
+    count = _verify_checkpoint(path, key)
+    if memo is not None:
+        _VERIFIED[memo] = count
+    return count
+
+
+_VERIFIED: dict[tuple, int] = {}
+
+
+def _verify_checkpoint(path: Path, key: str | None) -> int:
     if path.suffix != ".safetensors":
-        return len(load_state_dict(path, mmap=True, key=key))
+        state = load_state_dict(path, mmap=True, key=key)
+        check_weight_values(path, state.items())
+        return len(state)
     _require_file(path)
     try:
         from safetensors import safe_open
@@ -126,6 +245,8 @@ def verify_checkpoint(path: str | Path, key: str | None = None) -> int:
         raise unreadable_checkpoint(path, error) from error
     if not count:
         raise VlmprobeError(f"Checkpoint {str(path)!r} holds no tensors.", "save the model's state_dict().")
+    with safe_open(str(path), framework="pt") as handle:  # one tensor in memory at a time
+        check_weight_values(path, ((name, handle.get_tensor(name)) for name in handle.keys()))
     return count
 
 
@@ -222,6 +343,8 @@ class CheckpointFit:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    set_aside: list[str] = field(default_factory=list)
+    """Foreign objects beside the tensors (training arguments, numpy scalars, configs), read as inert data."""
 
     @property
     def problems(self) -> int:
@@ -240,6 +363,7 @@ class CheckpointFit:
             "dropped_construction_buffers": listed(self.dropped_buffers),
             "dropped_head": listed(self.dropped_head),
             "ignored_not_in_encoder": listed(self.not_in_encoder + self.outside_prefix),
+            "set_aside_objects": self.set_aside,
         }
 
 
@@ -312,16 +436,18 @@ def load_checkpoint_into(
     """
     checkpoint = read_checkpoint(path)
     fit, kept = _fit(module, checkpoint, head_prefixes, filter_fn, key, path)
+    fit.set_aside = set_aside(checkpoint)
     if fit.problems:
         raise _mismatch_error(fit, path, architecture, alternatives, checkpoint)
     own = module.state_dict()
+    refuse_integer_weights(kept, own, path, architecture)
     for name, value in kept.items():
         if value.dtype != own[name].dtype:
             source = str(value.dtype).removeprefix("torch.")
             fit.cast[source] = fit.cast.get(source, 0) + 1
             kept[name] = value.to(own[name].dtype)
     module.load_state_dict(kept, strict=False)  # every key not in ``kept`` is recorded on ``fit`` as harmless
-    if fit.container or fit.prefix or fit.filter or fit.cast or fit.filled_buffers or fit.dropped_head or fit.not_in_encoder:
+    if fit.container or fit.prefix or fit.filter or fit.cast or fit.filled_buffers or fit.dropped_head or fit.not_in_encoder or fit.set_aside:
         log.info("checkpoint %s fitted to %s: %s", path, architecture, fit.as_metadata())
     return fit
 

@@ -22,8 +22,10 @@ from vlmprobe.config_check import configuration_error, cross_check_problems
 from vlmprobe.datasets import is_multilabel
 from vlmprobe.formats.embeddings import FORMAT_VERSION
 from vlmprobe.models.base import NO_TEXT_TOWER, ModelFamily, family_of
+from vlmprobe.plan.explore import ExplorePlan
 from vlmprobe.plan.paper_analyses import PaperAnalysesPlan
 from vlmprobe.plan.paths import PATHS, benchmark_path, log_path, path, summary_files
+from vlmprobe.plan.probes import ProbesPlan
 from vlmprobe.plan.resources import Resources
 
 __all__ = ["PATHS", "SETTINGS", "Plan", "benchmark_path", "log_path", "path"]
@@ -43,7 +45,7 @@ def runtime_free(block: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in block.items() if key not in RUNTIME_KEYS}
 
 
-class Plan(PaperAnalysesPlan):
+class Plan:
     """Every job of the workflow for one validated config."""
 
     def __init__(self, config: dict[str, Any]):
@@ -108,6 +110,12 @@ class Plan(PaperAnalysesPlan):
         self.shortcut_datasets = [
             d for d in self.datasets if nuisance["enabled"] and nuisance["shortcut_curve"]["enabled"] and config["datasets"][d].get("shortcut")
         ]
+
+        # kNN, few-shot, tuned probe, subgroup gaps, robustness index, rank stability (vlmprobe.plan.probes)
+        self.probes = ProbesPlan(config, self.multiclass_datasets, self.models)
+        self.wildcard_constraints.update(self.probes.wildcard_constraints)
+        self.explore = ExplorePlan(self)
+        self.paper_analyses = PaperAnalysesPlan(self)  # protocol sadman2025's further analyses
 
     # -- paths ---------------------------------------------------------------------------------------
 
@@ -259,15 +267,17 @@ class Plan(PaperAnalysesPlan):
             self.group_split_targets()
             + self.embedding_targets()
             + self.umap_targets()
+            + self.explore.targets()
             + self.heatmap_targets()
             + self.nuisance_targets()
             + self.linear_probe_summary_targets()
             + self.group_gap_targets()
             + self.reference_targets()
             + self.multilabel_summary_targets()
-            + self.paper_analyses_dirs()
+            + self.paper_analyses.dirs()
             + self.heatmap_summary_targets()
             + self.compare_targets()
+            + self.probes.targets()
         )
 
     # -- params and input functions (Snakemake calls them with the job's wildcards) -------------------

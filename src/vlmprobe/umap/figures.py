@@ -99,16 +99,58 @@ def _encode(labels: Sequence[str], order: Sequence[str] | None) -> tuple[list[st
     return names, codes, np.array(palette(len(names)))
 
 
-def _legend_inches(names: Sequence[str], title: str | None) -> float:
-    # Marker, padding and about 0.07 inch per character at font size 8; two columns past 24 entries.
-    longest = max([len(str(name)) for name in names] + [len(title or "")])
-    return (0.5 + 0.07 * longest) * (2 if len(names) > 24 else 1)
-
-
-def _legend(fig: Figure, names: Sequence[str], colours: np.ndarray, title: str | None) -> None:
+def _legend(fig: Figure, names: Sequence[str], colours: np.ndarray, title: str | None, ncol: int = 1):
     handles = [Line2D([], [], marker="o", linestyle="", markersize=6, color=colours[i], label=name) for i, name in enumerate(names)]
-    ncol = 1 if len(names) <= 24 else 2
-    fig.legend(handles=handles, loc="center right", title=title, ncol=ncol, frameon=False, fontsize=8, title_fontsize=9)
+    return fig.legend(handles=handles, loc="center right", title=title, ncol=ncol, frameon=False, fontsize=8, title_fontsize=9)
+
+
+def _legend_and_layout(fig: Figure, names: Sequence[str], colours: np.ndarray, title: str | None, panels_inches: float, bottom: float = 0.0) -> None:
+    """Place the legend right of the panels at its measured size: as many columns as it needs to fit the
+    figure's height, the figure widened by the legend's real width (not a guess per character, which clipped
+    long labels), then the panels laid out in what is left."""
+    renderer = fig.canvas.get_renderer()
+    legend = _legend(fig, names, colours, title)
+    height = legend.get_window_extent(renderer).height / fig.dpi
+    ncol = max(1, math.ceil(height / (0.92 * fig.get_figheight())))
+    if ncol > 1:
+        legend.remove()
+        legend = _legend(fig, names, colours, title, ncol=ncol)
+    legend_inches = legend.get_window_extent(renderer).width / fig.dpi + 0.15
+    fig.set_figwidth(panels_inches + legend_inches)
+    _fit_texts(fig)
+    fig.tight_layout(rect=(0, bottom, 1 - legend_inches / fig.get_figwidth(), 1))  # tight_layout leaves room for the suptitle
+
+
+def _fit_texts(fig: Figure) -> None:
+    """Wrap the suptitle and figure-level notes to the figure's width, so no line runs off the canvas."""
+    import textwrap
+
+    renderer = fig.canvas.get_renderer()
+    width = fig.get_figwidth() * fig.dpi
+    for text in ([fig._suptitle] if fig._suptitle is not None else []) + list(fig.texts):
+        x0 = text.get_window_extent(renderer).x0 if text.get_horizontalalignment() == "left" else 0
+        room = width - 2 * max(x0, 0.01 * width)
+        extent = text.get_window_extent(renderer)
+        if extent.width > room:
+            characters = len(text.get_text().replace("\n", ""))
+            per_line = max(20, int(characters * room / extent.width * 0.95))
+            text.set_text("\n".join(textwrap.fill(line, per_line) for line in text.get_text().split("\n")))
+
+
+def panel_grid(n_panels: int) -> tuple[int, int]:
+    """(rows, columns) for ``n_panels`` with as few empty panels as the count allows: one row up to four
+    panels, else about square (3 models: 1 x 3, not a 2 x 2 with a hole)."""
+    if n_panels <= 4:
+        return 1, n_panels
+    best = None
+    for n_cols in range(math.ceil(math.sqrt(n_panels)), n_panels + 1):
+        n_rows = math.ceil(n_panels / n_cols)
+        key = (n_rows * n_cols - n_panels, abs(n_cols - n_rows))
+        if best is None or key < best[0]:
+            best = (key, (n_rows, n_cols))
+        if n_cols > 2 * n_rows:
+            break
+    return best[1]
 
 
 def plot_grid(
@@ -134,10 +176,7 @@ def plot_grid(
         for row in result.quality.iter_rows(named=True)
     }
     draw_order = np.random.RandomState(seed).permutation(result.n_samples)
-    legend_width = _legend_inches(names, legend_title)
-    fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(n_cols * PANEL_INCHES + legend_width, n_rows * PANEL_INCHES + 0.6), squeeze=False
-    )
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(n_cols * PANEL_INCHES + 1.5, n_rows * PANEL_INCHES + 0.9), squeeze=False)
     for i, k in enumerate(result.n_neighbors):
         for j, m in enumerate(result.min_dists):
             ax = axes[i, j]
@@ -159,8 +198,7 @@ def plot_grid(
         f"S: silhouette of {silhouette_of} on the 2-D layout. UMAP metric={params.get('metric', 'cosine')}, seed={params.get('seed', '?')}.",
         fontsize=7, va="bottom", ha="left", color="0.3",
     )
-    fig.tight_layout(rect=(0, 0.015, 1 - legend_width / fig.get_figwidth(), 0.98))
-    _legend(fig, names, colours, legend_title)
+    _legend_and_layout(fig, names, colours, legend_title, n_cols * PANEL_INCHES + 0.3, bottom=0.3 / fig.get_figheight())
     return fig
 
 
@@ -186,12 +224,8 @@ def plot_models_at_cell(
     names, _, colours = _encode(all_labels, order)
     index = {name: i for i, name in enumerate(names)}
     n_panels = len(per_model)
-    n_cols = n_cols or math.ceil(math.sqrt(n_panels))
-    n_rows = math.ceil(n_panels / n_cols)
-    legend_width = _legend_inches(names, legend_title)
-    fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(n_cols * PANEL_INCHES * 1.2 + legend_width, n_rows * PANEL_INCHES * 1.2 + 0.6), squeeze=False
-    )
+    n_rows, n_cols = panel_grid(n_panels) if n_cols is None else (math.ceil(n_panels / n_cols), n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(n_cols * PANEL_INCHES * 1.2 + 1.5, n_rows * PANEL_INCHES * 1.2 + 0.7), squeeze=False)
     for position, (model, (xy, labels)) in enumerate(per_model.items()):
         ax = axes[position // n_cols, position % n_cols]
         xy = np.asarray(xy)
@@ -208,7 +242,6 @@ def plot_models_at_cell(
             )
     for position in range(n_panels, n_rows * n_cols):
         axes[position // n_cols, position % n_cols].set_visible(False)
-    fig.suptitle(f"{title} (n_neighbors = {n_neighbors}, min_dist = {min_dist:g})", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1 - legend_width / fig.get_figwidth(), 0.97))
-    _legend(fig, names, colours, legend_title)
+    fig.suptitle(f"{title} at n_neighbors = {n_neighbors}, min_dist = {min_dist:g}", fontsize=11)
+    _legend_and_layout(fig, names, colours, legend_title, n_cols * PANEL_INCHES * 1.2 + 0.3)
     return fig

@@ -1,5 +1,8 @@
 """The files of a UMAP grid: the long coordinate table and the quality table (Parquet), with provenance.
 
+The coordinate table's format (and its readers for one cell) is core, :mod:`vlmprobe.formats.umap_grid`, so
+that other stages read it without importing this one.
+
 Written by the ``umap_grid`` rule, read back by the umap stage to draw one cell of several models side by
 side or to redraw a grid coloured by something else.
 """
@@ -14,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.umap.grid import GridResult, position_of
+from vlmprobe.formats.umap_grid import METADATA_KEY, read_cell, read_grid_metadata
+from vlmprobe.umap.grid import GridResult
 
-METADATA_KEY = b"vlmprobe"
+__all__ = ["METADATA_KEY", "read_cell", "read_grid", "read_grid_metadata", "write_grid"]
 
 
 def write_grid(result: GridResult, sample_ids: Sequence[str], coords_path: str | os.PathLike[str], quality_path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
@@ -29,27 +33,6 @@ def write_grid(result: GridResult, sample_ids: Sequence[str], coords_path: str |
     coords = result.long_table(sample_ids).to_arrow()
     write_parquet(coords_path, coords.replace_schema_metadata(metadata))
     write_parquet(quality_path, result.quality.to_arrow().replace_schema_metadata(metadata))
-
-
-def read_grid_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The provenance :func:`write_grid` stored in a grid file's schema metadata ({} when there is none)."""
-    import pyarrow.parquet as pq
-
-    raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
-    return json.loads(raw) if raw else {}
-
-
-def read_cell(coords_path: str | os.PathLike[str], n_neighbors: int, min_dist: float) -> tuple[list[str], np.ndarray]:
-    """``(sample_ids, xy)`` of one cell of a written grid, in the table's row order."""
-    import polars as pl
-
-    frame = pl.read_parquet(coords_path)
-    ks = sorted(frame["n_neighbors"].unique().to_list())
-    ms = sorted(frame["min_dist"].unique().to_list())
-    k = ks[position_of(ks, n_neighbors, "n_neighbors")]
-    m = ms[position_of(ms, min_dist, "min_dist")]
-    cell = frame.filter((pl.col("n_neighbors") == k) & (pl.col("min_dist") == m))
-    return cell["sample_id"].to_list(), cell.select("x", "y").to_numpy()
 
 
 def read_grid(coords_path: str | os.PathLike[str], quality_path: str | os.PathLike[str]) -> tuple[list[str], GridResult]:

@@ -146,10 +146,9 @@ class OpenClipFamily(ModelFamily):
         path = Path(pretrained)
         if path.suffix or "/" in pretrained:
             if not path.is_file():
-                raise VlmprobeError(
-                    f"Model {model_id!r}: checkpoint file {pretrained!r} does not exist.",
-                    "copy the weights there or correct `pretrained:`.",
-                )
+                from vlmprobe.models.checkpoints import missing_weights_file
+
+                raise missing_weights_file(path, model_id, "to load an open_clip model folder (open_clip_config.json + weights) set `name: local-dir:<folder>` and `pretrained: null`")
             _file_preprocess(model_id, spec, path)
             return
         raise unknown_name_error(

@@ -78,7 +78,9 @@ class TimmFamily(ModelFamily):
             raise unknown_name_error("timm model", name, timm.list_models(), model_id, "use a name from timm.list_models() or hf-hub:org/repo.")
         pretrained = spec.get("pretrained")
         if isinstance(pretrained, str) and not Path(pretrained).is_file():
-            raise VlmprobeError(f"Model {model_id!r}: checkpoint file {pretrained!r} does not exist.", "copy the weights there or correct `pretrained:`.")
+            from vlmprobe.models.checkpoints import missing_weights_file
+
+            raise missing_weights_file(pretrained, model_id)
         if pretrained is True and not timm.list_pretrained(name) and not timm.list_pretrained(f"{name}.*"):
             raise VlmprobeError(f"Model {model_id!r}: timm has no pretrained weights for {name!r}.", "set `pretrained: false` or pick a tagged name.")
 

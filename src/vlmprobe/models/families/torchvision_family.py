@@ -90,8 +90,10 @@ class TorchvisionFamily(ModelFamily):
             return
         if Path(str(pretrained)).is_file():
             return
-        if "/" in str(pretrained) or Path(str(pretrained)).suffix:
-            raise VlmprobeError(f"Model {model_id!r}: checkpoint file {pretrained!r} does not exist.", "copy the weights there or correct `pretrained:`.")
+        if "/" in str(pretrained) or Path(str(pretrained)).suffix or Path(str(pretrained)).is_dir():
+            from vlmprobe.models.checkpoints import missing_weights_file
+
+            raise missing_weights_file(str(pretrained), model_id)
         raise unknown_name_error(
             f"weights of {name}", str(pretrained), ["DEFAULT", *weights_enum.__members__], model_id,
             "use DEFAULT, a weights enum name, a checkpoint file, or null.",
