@@ -69,3 +69,18 @@ def test_sadman_preset_runs_the_papers_protocol_by_name(tmp_path):
         assert len(maps["sample_id"]) == len(in_order) * len(drawn) and maps["label"].tolist()[: len(in_order)] == in_order
         assert maps["maps"].max() > 0 and "probability" in maps
     assert (results / "heatmaps" / "iu-xray" / "biomedclip" / "settings_comparison.png").exists()
+
+    # the notebook's further analyses, in their folder and the summary; intervals and the paper's own notes
+    folder = results / "multilabel" / "iu-xray" / "biomedclip" / "sadman2025"
+    for name in ("threshold_sweep", "class_counts", "loss_curves", "projections_frozen", "projections_ft"):
+        assert (folder / f"{name}.png").stat().st_size > 0, name
+    analyses = json.loads((folder / "analyses.json").read_text())
+    assert analyses["settings"] == ["zs", "ft", "lp"] and len(analyses["threshold_sweep"]["zs"]) == 15
+    assert [r["score_map"] for r in analyses["score_maps"]["zs"] if r["printed"]] == ["cosine"]
+    counts = dict(analyses["class_counts"])
+    assert counts == {c: sum(c in row["labels"] for row in rows) for c in meta["classes"]}
+    assert [h["epoch"] for h in analyses["loss_history"]["lp"]] == list(range(1, len(analyses["loss_history"]["lp"]) + 1))
+    text = (results / "summary" / "multilabel.md").read_text()
+    assert "The notebook's further analyses" in text and "resampled within the single-class groups" in text
+    assert all(zs["confidence_intervals"][m]["n_valid"] == 50 for m in ("inter_class_distance", "intra_class_distance", "distance_ratio"))
+    assert "1.506 is not its own 31.890 / 21.160 = 1.5071" in (results / "summary" / "reference" / "multilabel.md").read_text()
