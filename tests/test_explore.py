@@ -29,6 +29,14 @@ from vlmprobe.formats.umap_grid import read_cell
 N = 120
 
 
+def current_umask() -> int:
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 @pytest.fixture(scope="module")
 def explorer(tmp_path_factory) -> dict[str, Path]:
     paths = write_explorer_inputs(tmp_path_factory.mktemp("explore"), n=N)
@@ -50,6 +58,7 @@ def test_thumbnails_are_sprite_sheets_in_manifest_order(explorer):
     table, _ = read_manifest(explorer["manifest"])
     assert index.sample_ids == table.column("sample_id").to_pylist()
     assert index.sheets == ["sheet_000.jpg"] and index.per_sheet == 256
+    assert explorer["thumbnails"].stat().st_mode & 0o777 == 0o777 & ~current_umask()
     sheet = Image.open(explorer["thumbnails"] / "sheet_000.jpg")
     assert sheet.size == (16 * 96, 8 * 96)  # 120 images: 8 rows of 16
     for i in (0, 1, 2, 37):  # the centre of thumbnail i is its class colour
