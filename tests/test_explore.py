@@ -239,6 +239,26 @@ def test_a_box_selection_returns_the_points_inside(page, explorer):
 
 
 @needs_browser
+def test_a_lasso_selection_returns_the_points_inside(page, explorer):
+    ids, xy = read_cell(explorer["coords"], 15, 0.1)
+    cx, cy = page.evaluate("explorer.pagePosition(explorer.indexOf('s00001'))")  # class_1, the middle blob
+    left, top, right, bottom = cx - 60, cy - 200, cx + 60, cy + 200
+    page.evaluate("document.querySelector('input[name=tool][value=lasso]').click()")
+    corners = [(left, top), (right, top), (right, bottom), (left, bottom), (left, top)]
+    page.mouse("mouseMoved", left, top)
+    page.mouse("mousePressed", left, top, button="left", clickCount=1)
+    for (xa, ya), (xb, yb) in zip(corners, corners[1:]):
+        for step in range(1, 6):
+            page.mouse("mouseMoved", xa + (xb - xa) * step / 5, ya + (yb - ya) * step / 5, button="left")
+    page.mouse("mouseReleased", left, top, button="left", clickCount=1)
+    (x0, y1), (x1, y0) = page.evaluate(f"explorer.dataAt({left}, {top})"), page.evaluate(f"explorer.dataAt({right}, {bottom})")
+    expected = sorted(sid for sid, (x, y) in zip(ids, xy) if x0 < x < x1 and y0 < y < y1)
+    assert expected and len(expected) < N
+    assert sorted(page.evaluate("explorer.selectedIds()")) == expected
+    page.evaluate("document.querySelector('input[name=tool][value=box]').click(); document.getElementById('reset').click()")
+
+
+@needs_browser
 def test_searching_a_sample_id_finds_it(page):
     page.evaluate("(() => { document.getElementById('search').value = 's00042'; document.getElementById('search-form').requestSubmit(); })()")
     assert page.evaluate("document.getElementById('tooltip').dataset.sampleId") == "s00042"
