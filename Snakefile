@@ -33,6 +33,7 @@ include: "workflow/rules/explore.smk"
 include: "workflow/rules/multilabel.smk"
 include: "workflow/rules/heatmaps.smk"
 include: "workflow/rules/nuisance.smk"
+include: "workflow/rules/probes.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/reference.smk"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from support import TINY_VIT
 from support.images import write_image
-from support.spine import spine_config, spine_folder
+from support.spine import SPINE_UMAP, spine_config, spine_folder
 from support.tiny_study import tiny_study_config, write_dataset
 from support.workflow import snakemake
 
@@ -54,14 +54,14 @@ def image_folder(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def spine_reference(tmp_path_factory) -> Path:
-    """A working directory holding one uninterrupted run of the spine (tiny ViT, 16 images) in `reference/`.
+    """A working directory holding one uninterrupted run of the spine (tiny ViT, 16 images, a small UMAP grid) in `reference/`.
 
     Made once per test session and shared by test_faults.py and test_determinism.py (the runs dominate
     these tests' time).
     """
     workdir = tmp_path_factory.mktemp("spine")
     spine_folder(workdir / "data" / "alpha")
-    spine_config(workdir, {"vit": TINY_VIT})
+    spine_config(workdir, {"vit": TINY_VIT}, umap=SPINE_UMAP)
     snakemake(workdir)
     (workdir / "results").rename(workdir / "reference")
     return workdir

@@ -19,7 +19,7 @@ PACKAGE = REPO / "src" / "vlmprobe"
 
 CORE = {"errors", "io", "images", "dicom", "runtime", "runner", "tables", "figures", "linear_svc", "stats", "labels", "formats"}
 PLANNING = {"plan", "config_check"}
-STAGES = {"datasets", "models", "embed", "linear_probe", "umap", "explore", "multilabel", "heatmaps", "nuisance", "compare", "reference"}
+STAGES = {"datasets", "models", "embed", "linear_probe", "umap", "explore", "multilabel", "heatmaps", "nuisance", "probes", "compare", "reference"}
 # The stages that must run a model (embedding, zero-shot text, fine-tuning, Grad-CAM) and so may import `models`.
 MAY_IMPORT = {
     **{stage: CORE for stage in STAGES},

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torchvision
 from PIL import Image
+from support.cam import family_map
 from transformers import SwinConfig, SwinModel
 
 from vlmprobe.errors import VlmprobeError
@@ -101,6 +102,14 @@ def test_swin_release_embeds_as_the_authors_encode_image(swin_release):
     assert encoder.embed_dim == swin.config.hidden_size
 
 
+def test_grad_cam_sees_every_token_of_the_first_token_feature(swin_release):
+    spec = {"family": "cxr_clip", "name": "swin_tiny", "pretrained": str(swin_release[2]), "image_size": 32, "swin_config": SWIN}
+    encoder = load_encoder("cxr", spec)
+    maps, rule = family_map(encoder, torch.stack([authors_transform(_image(seed=s), 32, [0.5] * 3, [0.5] * 3) for s in (1, 2)]))
+    assert maps.shape == (2, 32, 32) and "layernorm_before" in rule
+    assert (maps > 0).mean() > 0.25  # not one cell: the block's attention spreads the first token's gradient
+
+
 @pytest.mark.slow
 def test_resnet_release_embeds_as_the_authors_resnet50(tmp_path):
     torch.manual_seed(0)
@@ -130,3 +139,33 @@ def test_the_offline_check_names_wrong_files_and_settings(swin_release, tmp_path
         check_spec("cxr", {"family": "cxr_clip", "name": "resnet50", "pretrained": path, "output": "first_token"})
     with pytest.raises(VlmprobeError, match="not at"):
         check_spec("cxr", {"family": "cxr_clip", "name": "swin_tiny", "pretrained": str(tmp_path / "swint_mc.tar")})
+
+
+@pytest.mark.slow
+def test_the_embedding_stage_runs_it_and_records_what_was_set_aside(swin_release, tmp_path, image_folder):
+    """Through the embedding stage as a workflow job runs it: the table's metadata says what the container held."""
+    from vlmprobe.datasets import make_manifest
+    from vlmprobe.embed import embed_manifest
+    from vlmprobe.formats.embeddings import read_embeddings
+
+    manifest = tmp_path / "m.parquet"
+    make_manifest("folder", {"kind": "imagefolder", "root": str(image_folder)}, 0, 0.2, 5, manifest, tmp_path / "d", tmp_path)
+    out = tmp_path / "e.parquet"
+    spec = {"family": "cxr_clip", "name": "swin_tiny", "pretrained": str(swin_release[2]), "image_size": 32, "swin_config": SWIN}
+    embed_manifest(manifest, "cxr", spec, out, device="cpu", batch_size=8, num_workers=0)
+    table = read_embeddings(out)
+    assert "argparse.Namespace" in table.metadata["checkpoint_fit"]["set_aside_objects"]
+    assert table.metadata["checkpoint_fit"]["container"] == "model"
+
+
+def test_the_default_swin_is_swin_tiny_patch4_window7_224():
+    """Without `swin_config`, the architecture of microsoft/swin-tiny-patch4-window7-224 (768-D, 49 final tokens)."""
+    from vlmprobe.models.families.cxr_clip_family import _tower_class
+
+    head = torch.nn.Module()
+    head.projection = torch.nn.Linear(768, 512)
+    with torch.device("meta"):
+        tower = _tower_class()("swin_tiny", "first_token", head, {})
+    swin = tower.image_encoder.image_encoder
+    assert swin.config.embed_dim == 96 and list(swin.config.depths) == [2, 2, 6, 2] and swin.num_features == 768
+    assert swin.config.window_size == 7 and swin.config.image_size == 224

@@ -269,3 +269,36 @@ def test_a_pacs_export_without_suffixes_labelled_by_a_tag(tmp_path):
     assert cr.meta["PhotometricInterpretation"] == "MONOCHROME1" and cr.meta["Manufacturer"] == "Agfa-Gevaert AG"
     for record in records:  # every image decodes
         assert load_image(record.path).mode == "RGB"
+
+
+def test_a_missing_decoder_stops_the_manifest_with_the_package_to_install(tmp_path, monkeypatch):
+    from pydicom.pixels.decoders import JPEG2000LosslessDecoder
+
+    from vlmprobe.datasets import make_manifest
+
+    root = dicom_folder(tmp_path / "dicom", {"CT": ["693_J2KR.dcm"] * 1, "MR": ["MR_small_jp2klossless.dcm"]}, extra_no_pixels=False)
+    monkeypatch.setattr(JPEG2000LosslessDecoder, "_available", {})
+    with pytest.raises(VlmprobeError) as caught:
+        make_manifest("scans", {"kind": "dicom", "root": str(root)}, 0, 0.2, 5, tmp_path / "m.parquet", tmp_path / "out", tmp_path)
+    assert "2 unreadable image(s)" in caught.value.problem and "693_J2KR.dcm" in caught.value.problem
+    assert caught.value.fix.startswith("install the pixel-data decoders") and "pylibjpeg-openjpeg" in caught.value.fix
+    assert not (tmp_path / "m.parquet").exists()
+
+
+def test_enhanced_multiframe_rescale_and_window_come_from_its_functional_groups():
+    """eCT_Supplemental (Enhanced CT): no top-level rescale or window; both sit in the shared functional groups."""
+    from pydicom.pixels import pixel_array
+
+    path = real("eCT_Supplemental.dcm")
+    ds = pydicom.dcmread(path)
+    assert "WindowCenter" not in ds and "RescaleIntercept" not in ds
+    flat = pydicom.dcmread(path)  # the same file with the groups written at the top level, where pydicom reads them
+    flat.RescaleSlope, flat.RescaleIntercept, flat.WindowCenter, flat.WindowWidth = 1.0, -1024.0, 49.0, 102.0
+    for frame in range(int(ds.NumberOfFrames)):
+        hu = apply_modality_lut(pixel_array(flat, index=frame), flat)
+        bits = flat.BitsStored
+        stored = (0, 2**bits - 1) if flat.PixelRepresentation == 0 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        low, high = stored[0] - 1024, stored[1] - 1024  # the range pydicom maps a window into, through the rescale
+        expected = np.round((np.clip(apply_voi_lut(hu, flat), low, high) - low) * 255 / (high - low)).astype(np.uint8)
+        assert np.array_equal(display_array(ds, frame, path=path), expected)
+    assert "WindowCenter" not in ds  # the file's dataset is never changed by a view

@@ -67,6 +67,7 @@ def test_preprocessing_is_the_authors_on_a_non_square_image(release):
 
 
 @pytest.mark.parametrize("weights", ["pth", "safetensors"])
+@pytest.mark.slow
 def test_embeddings_equal_torchvision_resnet50_with_the_same_weights(release, weights):
     trunk, projection, pth, safetensors = release
     path = pth if weights == "pth" else safetensors

@@ -49,8 +49,9 @@ def test_datasets_are_routed_by_kind_and_group(shipped):
     assert shipped.multilabel_datasets == ["synthetic-cxr"]
     assert shipped.grouped_datasets == ["synthetic-cxr-patients"]
     assert shipped.study_datasets == ["synthetic-cxr"]
-    assert shipped.nuisances == {"synthetic-cxr": ["meta_marker"]}
-    assert shipped.shortcut_datasets == ["synthetic-cxr"]
+    assert shipped.nuisances == {"synthetic-cxr": ["meta_marker"], "synthetic-cxr-patients": ["meta_marker"]}
+    assert shipped.shortcut_datasets == ["synthetic-cxr", "synthetic-cxr-patients"]
+    assert shipped.probes.datasets == shipped.multiclass_datasets
 
 
 def test_the_study_runs_what_each_family_declares(shipped):
@@ -292,7 +293,7 @@ def test_every_cross_check_problem_is_reported_together():
         "`multilabel: datasets` names dataset ['nope-data'] that config.yaml does not define.",
         "`multilabel: finetune: models` names model ['ghost'] that config.yaml does not define.",
         "`multilabel: finetune: models` lists 'pixels', whose family 'pixels' has no trainable image tower.",
-        "fine-tune only cxr_clip, flair, open_clip, timm or torchvision models.",
+        "fine-tune only conch, cxr_clip, flair, open_clip, timm or torchvision models.",
         "`heatmaps: datasets` names dataset(s) ['nowhere'] that config.yaml does not define.",
         "`heatmaps: models` names model(s) ['phantom'] that config.yaml does not define.",
         "`heatmaps: models` lists 'pixels', whose family 'pixels' has no layers to attribute.",
@@ -398,3 +399,33 @@ def test_the_cross_checks_ask_the_new_family_too(toy_families):
     assert "lists 'bare', whose family 'toy-bare' has no trainable image tower." in text
     assert "lists 'bare', whose family 'toy-bare' has no layers to attribute." in text
     assert "toy-full" in text  # the fix names the trainable families, the new one included
+
+
+# -- probes (vlmprobe.plan.probes) ---------------------------------------------------------------------
+
+
+def test_the_probes_read_every_multiclass_table_and_compare_their_predictions(shipped):
+    probes = shipped.probes
+    assert probes.results() == [path("probes", dataset=d, model=m) for d in ("digits", "synthetic-cxr-patients") for m in shipped.models]
+    assert probes.prediction_outputs() == {"knn": PATHS["probes_predictions"].replace("{probe}", "knn"), "logistic": PATHS["probes_predictions"].replace("{probe}", "logistic")}
+    targets = shipped.all_targets()
+    assert {"results/summary/probes.png", "results/summary/probes_rank_stability.csv", "results/summary/compare_knn.md", "results/summary/compare_logistic.png"} <= set(targets)
+    assert probes.columns(wildcards(dataset="synthetic-cxr-patients")) == {"nuisances": ["meta_marker"], "subgroups": ["meta_marker"], "group": "meta_patient"}
+    assert probes.columns(wildcards(dataset="digits")) == {"nuisances": [], "subgroups": [], "group": None}
+    entries = probes.compare_entries(wildcards(probe="knn"))
+    assert entries[0] == {"dataset": "digits", "model": "pixels", "predictions": "results/probes/digits/pixels.knn.predictions.parquet"}
+    assert probes.linear_probe_results() == shipped.linear_probe_results()
+    assert "enabled" not in probes.settings and probes.settings["knn"]["k"] == 20
+
+
+def test_switched_off_probes_have_no_jobs_and_a_disabled_probe_no_predictions():
+    digits = {"kind": "digits"}
+    off = plan_of({"digits": digits}, {"pixels": PIXELS, "vit": TINY_VIT}, probes={"enabled": False})
+    assert off.probes.results() == [] and off.probes.targets() == []
+    no_knn = plan_of({"digits": digits}, {"pixels": PIXELS, "vit": TINY_VIT}, probes={"knn": {"enabled": False}})
+    assert list(no_knn.probes.prediction_outputs()) == ["logistic"]
+    assert not [t for t in no_knn.all_targets() if "compare_knn" in t]
+    one_model = plan_of({"digits": digits}, {"pixels": PIXELS})
+    assert one_model.probes.compared() == [] and "results/summary/probes.md" in one_model.all_targets()
+    multilabel_only = plan_of({"cxr": CXR}, {"pixels": PIXELS})
+    assert multilabel_only.probes.results() == [] and multilabel_only.probes.targets() == []

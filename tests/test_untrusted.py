@@ -81,10 +81,14 @@ def _family_spec(family: str, path: Path) -> dict:
                       "preprocess": {"mean": [0.5] * 3, "std": [0.25] * 3}},
         "timm": {"family": "timm", "name": "resnet18", "pretrained": str(path), "image_size": 32},
         "torchvision": {"family": "torchvision", "name": "resnet18", "pretrained": str(path), "image_size": 32},
+        # the authors' releases (llava reads safetensors shards only: no pickle route)
+        "flair": {"family": "flair", "name": "resnet_v1", "pretrained": str(path)},
+        "cxr_clip": {"family": "cxr_clip", "name": "swin_tiny", "pretrained": str(path)},
+        "conch": {"family": "conch", "name": "conch_ViT-B-16", "pretrained": str(path)},
     }[family]
 
 
-@pytest.mark.parametrize("family", ["open_clip", "timm", "torchvision"])
+@pytest.mark.parametrize("family", ["open_clip", "timm", "torchvision", "flair", "cxr_clip", "conch"])
 @pytest.mark.parametrize("how", ["pickle-protocol-2", "torch-zip"])
 def test_every_family_checkpoint_route_refuses_it(tmp_path, marker, family, how):
     path = plant(tmp_path / f"{family}.pth", marker, how)

@@ -63,6 +63,12 @@ def test_every_output_exists_and_is_sound(finished_run):
     assert compare.height == 4 and set(compare["family_size"]) == {1}
     assert (compare["difference"] >= 0).all() and (compare["low"] <= compare["high"]).all()
     assert (results / "summary" / "compare_linear_probe.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the probes stage: kNN, few-shot and the tuned probe per table, beside the linear probe, and their paired comparisons
+    probes = pl.read_parquet(results / "summary" / "probes.parquet")
+    assert {"linear_probe", "knn", "few_shot", "logistic"} <= set(probes["reading"].to_list())
+    assert set(probes["dataset"].to_list()) == {"alpha", "beta"} and set(probes["model"].to_list()) == {"pixels", "vit"}
+    assert pl.read_parquet(results / "summary" / "compare_knn.parquet").height == 4  # (accuracy, macro F1) x 2 datasets
+    assert (results / "summary" / "probes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert planned_outputs(finished_run) == set()  # nothing left to do
 
 

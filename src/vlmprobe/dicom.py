@@ -12,6 +12,8 @@ converted to RGB by pydicom's decoder, *PALETTE COLOR* through its lookup tables
 The VOI output range is mapped onto 0..255: for a window, the range pydicom's ``apply_windowing``
 maps into (the stored value range, through the rescale); for a VOI LUT, 0..2**bits-1 of the LUT
 entries; without any VOI (``voi: none``, or a file that has none), the image's own minimum..maximum.
+Enhanced multi-frame objects (enhanced CT / MR, tomosynthesis) keep rescale and window in functional
+groups; the chosen frame's are used (:func:`pixel_view`).
 
 Rows stay rows: the array pydicom returns is (Rows, Columns) and becomes an image Rows pixels high,
 never transposed (a NIfTI-style reader swaps them).
@@ -24,7 +26,6 @@ against *Window Center & Width Explanation*), or an explicit window ``<center>/<
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,44 @@ def _decode(ds: Any, frame: int, path: str) -> np.ndarray:
         ) from error
 
 
+#: What the grey steps read; a view of the file holds only these, so a step never changes the file's dataset.
+PIXEL_MODULE = (
+    "PhotometricInterpretation", "SamplesPerPixel", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+    "RescaleSlope", "RescaleIntercept", "RescaleType", "ModalityLUTSequence",
+    "VOILUTSequence", "WindowCenter", "WindowWidth", "WindowCenterWidthExplanation", "VOILUTFunction",
+)  # fmt: skip
+FUNCTIONAL_GROUPS = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
+
+
+def pixel_view(ds: Any, frame: int = 0, replace: dict[str, Any] | None = None, drop: tuple[str, ...] = ()) -> Any:
+    """A new dataset holding what the grey steps of frame ``frame`` read: the file's pixel and LUT
+    attributes, with an enhanced multi-frame object's functional groups (shared, then the frame's own:
+    *Pixel Value Transformation* = its rescale, *Frame VOI LUT* = its window) lifted to the top level,
+    where pydicom's ``apply_modality_lut`` / ``apply_voi_lut`` read them; then ``replace`` / ``drop``."""
+    from pydicom.dataset import Dataset
+
+    view = Dataset()
+    if hasattr(ds, "file_meta"):
+        view.file_meta = ds.file_meta  # a VOI LUT in OW is read with the file's byte order
+    for keyword in PIXEL_MODULE:
+        if keyword in ds:
+            view[keyword] = ds[keyword]
+    groups = [*(ds.get("SharedFunctionalGroupsSequence") or [])[:1]]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if frame < len(per_frame):
+        groups.append(per_frame[frame])
+    for group in groups:
+        for sequence in FUNCTIONAL_GROUPS:
+            for element in (group.get(sequence) or [None])[0] or []:
+                view[element.keyword] = element
+    for keyword in drop:
+        if keyword in view:
+            del view[keyword]
+    for keyword, value in (replace or {}).items():
+        setattr(view, keyword, value)
+    return view
+
+
 def windows(ds: Any) -> list[str]:
     """The VOI views a file offers, as text: ``0: 40/400 (BRAIN)``, or ``0: VOI LUT (name)``."""
     views = []
@@ -161,11 +200,7 @@ def apply_voi(values: np.ndarray, ds: Any, voi: str, path: str) -> tuple[np.ndar
             center, width = (float(part) for part in voi.split("/"))
         except ValueError as error:
             raise VlmprobeError(f"VOI choice {voi!r} is not <center>/<width>.", "write e.g. `voi: 40/400`.") from error
-        chosen = copy.copy(ds)
-        for keyword in ("VOILUTSequence", "WindowCenterWidthExplanation"):
-            if keyword in chosen:
-                del chosen[keyword]
-        chosen.WindowCenter, chosen.WindowWidth = center, width
+        chosen = pixel_view(ds, replace={"WindowCenter": center, "WindowWidth": width}, drop=("VOILUTSequence", "WindowCenterWidthExplanation"))
         return apply_voi_lut(values, chosen, index=0), *_window_range(chosen)
     if voi == "first":
         index = 0
@@ -217,8 +252,9 @@ def display_array(ds: Any, frame: int = 0, voi: str = "first", path: str = "?") 
     if not photometric.startswith("MONOCHROME"):
         raise VlmprobeError(f"DICOM file {path!r} has Photometric Interpretation {photometric!r}, which vlmprobe does not display.",
                             "convert it to MONOCHROME2 or RGB, or leave it out.")
-    values = apply_modality_lut(pixels, ds)
-    values, low, high = apply_voi(values, ds, voi, path)
+    view = pixel_view(ds, frame)
+    values = apply_modality_lut(pixels, view)
+    values, low, high = apply_voi(values, view, voi, path)
     if photometric == "MONOCHROME1":  # low values are bright
         values = (high + low) - values.astype(np.float64)
     return _to_uint8(values, low, high)

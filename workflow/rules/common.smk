@@ -10,3 +10,4 @@ wildcard_constraints:
     model=plan.wildcard_constraints["model"],
     setting=plan.wildcard_constraints["setting"],
     nuisance=plan.wildcard_constraints["nuisance"],
+    probe=plan.wildcard_constraints["probe"],

@@ -70,3 +70,38 @@ rule compare_multilabel:
         settings=plan.compare_settings,
     script:
         "../../scripts/compare_multilabel.py"
+
+
+rule compare_probe:
+    # kNN and the tuned logistic probe (vlmprobe.probes): one prediction per test sample (the final model).
+    input:
+        plan.probes.compare_files,
+    output:
+        table=plan.paths["compare_probe"],
+        csv=plan.paths["compare_probe_csv"],
+        markdown=plan.paths["compare_probe_md"],
+        html=report(
+            plan.paths["compare_probe_html"],
+            caption="../report/compare.rst",
+            category="Model comparisons",
+            subcategory="{probe}",
+        ),
+        figure=report(
+            plan.paths["compare_probe_png"],
+            caption="../report/compare.rst",
+            category="Model comparisons",
+            subcategory="{probe}",
+        ),
+    log:
+        plan.log("compare_probe", "{probe}"),
+    benchmark:
+        plan.benchmark("compare_probe", "{probe}")
+    localrule: True
+    conda:
+        "../../envs/summary.yaml"
+    threads: 1
+    params:
+        entries=plan.probes.compare_entries,
+        settings=plan.compare_settings,
+    script:
+        "../../scripts/compare_probe.py"

@@ -108,10 +108,13 @@ def check_unique_ids(dataset: str, records: list[Record]) -> None:
 def verify_images(dataset: str, records: list[Record], on_bad_image: str, workers: int = 4) -> list[Record]:
     """Decode every image once now, so a corrupt file fails here and not hours later on a GPU node."""
 
+    fixes: dict[str, str] = {}
+
     def problem(record: Record) -> str | None:
         try:
             load_image(record.path)
         except VlmprobeError as error:
+            fixes[error.problem] = error.fix
             return error.problem
         return None
 
@@ -125,9 +128,12 @@ def verify_images(dataset: str, records: list[Record], on_bad_image: str, worker
             log.warning("dataset %s: skipping sample %s: %s", dataset, record.sample_id, text)
         return [record for record, text in zip(records, problems) if not text]
     listing = "; ".join(text for _, text in bad[:5])
+    shared = {fixes.get(text) for _, text in bad}
+    # one cause behind every bad image (a missing DICOM decoder, a VOI choice no file offers): its own fix
+    cause = f"{shared.pop()} Otherwise: " if len(shared) == 1 and None not in shared else ""
     raise VlmprobeError(
         f"Dataset {dataset!r}: {len(bad)} unreadable image(s): {listing}",
-        "replace or delete those files, or set `on_bad_image: skip` on the dataset to leave them out with a logged note.",
+        cause + "replace or delete those files, or set `on_bad_image: skip` on the dataset to leave them out with a logged note.",
     )
 
 

@@ -11,6 +11,10 @@ one row per test sample, in manifest order:
   over);
 * ``final``: the class predicted by the model fitted on all training rows.
 
+A probe without fold models (the probes stage's kNN and tuned logistic regression,
+``results/probes/{dataset}/{model}.{probe}.predictions.parquet``) writes its one model on all training rows
+as both ``fold_0`` and ``final`` (``n_folds`` = 1), so the paired comparisons read it the same way.
+
 The schema metadata (key ``vlmprobe``) holds ``classes`` (sorted, the probe's order), ``n_folds`` and
 what the writer adds (dataset, model, protocol, seed). Classes are stored as their names, so a file
 reads without the manifest.

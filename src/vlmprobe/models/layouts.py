@@ -26,7 +26,7 @@ def checkpoint_shapes(path: str | Path, key: str | None = None) -> dict[str, tup
 
             with safe_open(str(path), framework="pt") as handle:
                 return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:  # noqa: BLE001 - any failure of a bad file gets the same clear message
             raise unreadable_checkpoint(path, error) from error
     from vlmprobe.models.checkpoints import load_state_dict
 
@@ -56,3 +56,10 @@ def require_file(model_id: str, spec: dict[str, Any], suffixes: tuple[str, ...],
             f"download it on a machine with internet, copy it there (or correct `pretrained:`); expected a {' / '.join(suffixes)} file.",
         )
     return path
+
+
+def existing(paths: Iterable[str | Path]) -> list[str]:
+    """The paths that exist: a family's job inputs. A file not yet staged is left to the offline check
+    (``check_model``, which every embedding job waits for) to report with where to download it, rather than to
+    Snakemake's bare "missing input files" before any job runs."""
+    return [str(p) for p in paths if Path(p).exists()]

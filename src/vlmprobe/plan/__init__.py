@@ -24,6 +24,7 @@ from vlmprobe.formats.embeddings import FORMAT_VERSION
 from vlmprobe.models.base import NO_TEXT_TOWER, ModelFamily, family_of
 from vlmprobe.plan.explore import ExplorePlan
 from vlmprobe.plan.paths import PATHS, benchmark_path, log_path, path, summary_files
+from vlmprobe.plan.probes import ProbesPlan
 from vlmprobe.plan.resources import Resources
 
 __all__ = ["PATHS", "SETTINGS", "Plan", "benchmark_path", "log_path", "path"]
@@ -109,6 +110,9 @@ class Plan:
             d for d in self.datasets if nuisance["enabled"] and nuisance["shortcut_curve"]["enabled"] and config["datasets"][d].get("shortcut")
         ]
 
+        # kNN, few-shot, tuned probe, subgroup gaps, robustness index, rank stability (vlmprobe.plan.probes)
+        self.probes = ProbesPlan(config, self.multiclass_datasets, self.models)
+        self.wildcard_constraints.update(self.probes.wildcard_constraints)
         self.explore = ExplorePlan(self)
 
     # -- paths ---------------------------------------------------------------------------------------
@@ -270,6 +274,7 @@ class Plan:
             + self.multilabel_summary_targets()
             + self.heatmap_summary_targets()
             + self.compare_targets()
+            + self.probes.targets()
         )
 
     # -- params and input functions (Snakemake calls them with the job's wildcards) -------------------

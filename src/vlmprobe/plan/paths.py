@@ -1,7 +1,7 @@
 """Every output, log and benchmark path of the workflow, spelled once.
 
-A path is a pattern over the wildcards ``{dataset}``, ``{model}``, ``{setting}`` (zs, lp, ft) and
-``{nuisance}``; :func:`path` fills some or all of them, leaving the others for Snakemake.
+A path is a pattern over the wildcards ``{dataset}``, ``{model}``, ``{setting}`` (zs, lp, ft),
+``{nuisance}`` and ``{probe}`` (knn, logistic); :func:`path` fills some or all of them, leaving the others for Snakemake.
 """
 
 from __future__ import annotations
@@ -69,6 +69,21 @@ PATHS: dict[str, str] = {
     "summary_shortcut_csv": "results/summary/shortcut_curve.csv",
     "summary_shortcut_md": "results/summary/shortcut_curve.md",
     "summary_shortcut_png": "results/summary/shortcut_curve.png",
+    # probes
+    "probes": "results/probes/{dataset}/{model}.json",
+    "probes_predictions": "results/probes/{dataset}/{model}.{probe}.predictions.parquet",
+    "summary_probes": "results/summary/probes.parquet",
+    "summary_probes_csv": "results/summary/probes.csv",
+    "summary_probes_md": "results/summary/probes.md",
+    "summary_probes_html": "results/summary/probes.html",
+    "summary_probes_png": "results/summary/probes.png",
+    "summary_probes_few_shot_png": "results/summary/probes_few_shot.png",
+    "summary_probes_ranks_csv": "results/summary/probes_rank_stability.csv",
+    "compare_probe": "results/summary/compare_{probe}.parquet",
+    "compare_probe_csv": "results/summary/compare_{probe}.csv",
+    "compare_probe_md": "results/summary/compare_{probe}.md",
+    "compare_probe_html": "results/summary/compare_{probe}.html",
+    "compare_probe_png": "results/summary/compare_{probe}.png",
     # compare
     "compare_linear_probe": "results/summary/compare_linear_probe.parquet",
     "compare_linear_probe_csv": "results/summary/compare_linear_probe.csv",
@@ -96,6 +111,8 @@ SUMMARY_FILES = {
     "summary_heatmaps": ("", "_md", "_png"),
     "summary_nuisance": ("", "_csv", "_md", "_html", "_png"),
     "summary_shortcut": ("", "_csv", "_md", "_png"),
+    "summary_probes": ("", "_csv", "_md", "_html", "_png", "_few_shot_png", "_ranks_csv"),
+    "compare_probe": ("", "_csv", "_md", "_html", "_png"),
     "compare_linear_probe": ("", "_csv", "_md", "_html", "_png"),
     "compare_multilabel": ("", "_csv", "_md", "_html", "_png"),
 }

@@ -17,8 +17,10 @@ the work fifty times. :func:`compute_grid` produces the same projections while d
 
 Seeds: the layouts of n_neighbors ``k`` draw from ``numpy.random.RandomState(seed)`` exactly as
 ``umap.UMAP(n_neighbors=k, random_state=seed)`` does on an exact neighbour graph (spectral initialisation,
-its noise, then the SGD generator state), so cell ``(k, min_dist)`` depends only on the data, ``seed``,
-``k`` and ``min_dist``, never on ``n_jobs`` or on which other cells were computed with it.
+its noise, then the SGD generator state), and the spectral initialisation's eigensolver restarts, which
+umap-learn leaves unseeded, come from a generator seeded by ``seed`` too (:mod:`vlmprobe.umap.spectral`).
+So cell ``(k, min_dist)`` is a pure function of the data, ``seed``, ``k`` and ``min_dist``: the same bytes
+in one process or two, in any order, with any ``n_jobs``, whichever other cells were computed with it.
 
 Quality, per cell (:mod:`vlmprobe.umap.quality`): trustworthiness and the silhouette of the class labels, on a
 fixed subsample. The grid's files are :mod:`vlmprobe.umap.grid_file`.
@@ -285,7 +287,7 @@ def compute_grid(
     try:
         # Quality inputs first: workers load them on their first task.
         t = time.perf_counter()
-        subsample, trust_k = _quality_subsample(scratch, data, labels, trust_subsample, trust_n_neighbors, seed, n_jobs)
+        subsample, trust_k = _quality_subsample(scratch, data, labels, trust_subsample, trust_n_neighbors, seed)
         timings["quality_setup"] = time.perf_counter() - t
         if n_jobs > 1:
             # Start the workers now: their start-up (imports, kernel load) overlaps the neighbour search.
@@ -330,6 +332,7 @@ def compute_grid(
         "engine": engine,
         "curve_a_b": {str(m): list(curve[m]) for m in mds},
         "edges": {str(k): cells.edges[k] for k in kept},
+        "spectral_init": {str(k): cells.spectral[k] for k in kept},
         "trust_n_neighbors": trust_k,
         "trust_subsample": int(subsample.size),
         "silhouette": "sklearn silhouette_score on the 2-D layout, same subsample" if labels is not None else None,
@@ -354,7 +357,7 @@ def _checked_quality_labels(quality_labels: np.ndarray | None, n: int) -> np.nda
 
 
 def _quality_subsample(
-    scratch: Path, data: np.ndarray, labels: np.ndarray | None, trust_subsample: int, trust_n_neighbors: int, seed: int, n_jobs: int
+    scratch: Path, data: np.ndarray, labels: np.ndarray | None, trust_subsample: int, trust_n_neighbors: int, seed: int
 ) -> tuple[np.ndarray, int]:
     """Draw the seeded quality subsample and write its input ranks and labels for the workers; returns
     ``(subsample, trust_k)``, ``trust_k`` 0 where the subsample is too small for trustworthiness at ``trust_n_neighbors``."""
@@ -364,7 +367,8 @@ def _quality_subsample(
     trust_k = int(trust_n_neighbors) if trust_n_neighbors < subsample.size / 2 else 0
     if trust_k != trust_n_neighbors:
         log.info("UMAP quality: %d points are too few for trustworthiness at %d neighbours; left out.", subsample.size, trust_n_neighbors)
-    with threadpool_limits(limits=n_jobs):
+    # One BLAS thread: the input distances' last bits (hence ties in the ranks) must not depend on n_jobs.
+    with threadpool_limits(limits=1):
         ranks = input_rank_table(data[subsample])
     write_quality_inputs(scratch, ranks, subsample, trust_k, None if labels is None else labels[subsample])
     return subsample, trust_k
@@ -372,11 +376,8 @@ def _quality_subsample(
 
 def _neighbours(data: np.ndarray, knn: tuple[np.ndarray, np.ndarray] | None, k_max: int, n_jobs: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact cosine neighbours (``k_max`` columns), or the given ones after a shape check."""
-    from threadpoolctl import threadpool_limits
-
     if knn is None:
-        with threadpool_limits(limits=n_jobs):
-            return exact_cosine_knn(data, k_max)
+        return exact_cosine_knn(data, k_max, n_threads=n_jobs)
     knn_indices, knn_distances = (np.asarray(a) for a in knn)
     n = data.shape[0]
     if knn_indices.shape != knn_distances.shape or knn_indices.shape[0] != n or knn_indices.shape[1] < k_max:
@@ -391,6 +392,7 @@ class _Cells:
     coords: np.ndarray  # (n_neighbors, min_dist, n_samples, 2)
     scores: dict[tuple[int, int], tuple[float, float]]  # (row, column) -> (trustworthiness, silhouette)
     edges: dict[int, int]  # n_neighbors -> edges of its fuzzy graph
+    spectral: dict[int, dict[str, int]]  # n_neighbors -> graph components and seeded eigensolver restarts
     n_epochs: int | None
     timings: dict[str, float]
 
@@ -416,6 +418,7 @@ def _layout_cells(
     futures: list[Future] = []
     results: list[dict[str, Any]] = []
     edges: dict[int, int] = {}
+    spectral: dict[int, dict[str, int]] = {}
     epochs_used = None
     t = time.perf_counter()
     prepare_seconds = 0.0
@@ -423,11 +426,13 @@ def _layout_cells(
     # Largest n_neighbors first: the slowest tasks start first, the small ones fill in at the end.
     for k in sorted(kept, reverse=True):
         tp = time.perf_counter()
-        with threadpool_limits(limits=1 if pool is not None else n_jobs):
+        # One BLAS thread here and in every worker (init_worker): results must not depend on n_jobs.
+        with threadpool_limits(limits=1):
             prepared = prepare(data, knn_indices, knn_distances, k, seed, n_epochs)
         prepare_seconds += time.perf_counter() - tp
         epochs_used = prepared.n_epochs
         edges[k] = prepared.n_edges
+        spectral[k] = {"graph_components": prepared.graph_components, "eigensolver_restarts": prepared.eigensolver_restarts}
         folder = scratch / f"k{k}"
         folder.mkdir()
         write_prepared(folder, prepared)
@@ -446,7 +451,8 @@ def _layout_cells(
                 "engine": engine,
             }
             if pool is None:
-                results.append(_done(run_layouts(task), tasks_left, scratch))
+                with threadpool_limits(limits=1):
+                    results.append(_done(run_layouts(task), tasks_left, scratch))
             else:
                 futures.append(pool.submit(run_layouts, task))
     for future in as_completed(futures):
@@ -465,7 +471,7 @@ def _layout_cells(
         for c, layout, score in zip(r["cells"], r["layouts"], r["scores"]):
             coords[i, c] = layout
             scores[(i, c)] = score
-    return _Cells(coords=coords, scores=scores, edges=edges, n_epochs=epochs_used, timings=timings)
+    return _Cells(coords=coords, scores=scores, edges=edges, spectral=spectral, n_epochs=epochs_used, timings=timings)
 
 
 def _quality_table(kept: list[int], mds: list[float], scores: dict[tuple[int, int], tuple[float, float]]):

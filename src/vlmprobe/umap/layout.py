@@ -6,8 +6,9 @@ THIRD_PARTY_NOTICES.md): :func:`prepare` follows ``umap.umap_.simplicial_set_emb
 :func:`_per_sample_rng_state` follow ``umap.layouts.optimize_layout_euclidean``.
 
 **Fuzzy graph and spectral initialisation, once per n_neighbors**, with umap-learn's own functions
-(``fuzzy_simplicial_set``, the edge pruning of ``simplicial_set_embedding``, ``spectral_layout``,
-``noisy_scale_coords``, ``make_epochs_per_sample``): none of them depends on ``min_dist``.
+(``fuzzy_simplicial_set``, the edge pruning of ``simplicial_set_embedding``, ``noisy_scale_coords``,
+``make_epochs_per_sample``) and its ``spectral_layout`` as :mod:`vlmprobe.umap.spectral` has it (the
+eigensolver's restarts seeded): none of them depends on ``min_dist``.
 
 **Layouts, all min_dist values of one n_neighbors together.** The SGD layout is what remains, and it
 dominates. For one graph the edge-sampling schedule and the negative-sample draws do not depend on
@@ -17,7 +18,8 @@ computations, so the CPU overlaps them, and each one is exactly what it would be
 The kernel is umap-learn's ``optimize_layout_euclidean`` (same schedule, same Tausworthe generator and
 per-sample seeding, same gradients, clipping at 4, learning-rate decay, ``move_other``) in float32
 arithmetic. ``engine="umap"`` runs umap-learn's own ``optimize_layout_euclidean`` per cell instead: given
-the same neighbours it reproduces ``umap.UMAP(...).fit_transform`` bit for bit (a test checks this) and
+the same neighbours it reproduces ``umap.UMAP(...).fit_transform`` bit for bit (a test checks this) wherever
+that is itself reproducible (its eigensolver did not restart: the grid's ``spectral_init`` metadata), and
 is the reference the fast kernel is measured against.
 """
 
@@ -27,8 +29,10 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+import scipy.sparse.csgraph
 
 from vlmprobe.umap.neighbours import METRIC
+from vlmprobe.umap.spectral import restart_generator, spectral_layout
 
 N_COMPONENTS = 2
 # umap.UMAP defaults, kept as they are so that each cell means what the naive fit means.
@@ -229,6 +233,8 @@ class Prepared:
     disconnected: np.ndarray  # (n,) bool: no edge at all; umap-learn reports NaN coordinates for these
     n_epochs: int
     n_edges: int
+    graph_components: int  # connected components of the pruned graph
+    eigensolver_restarts: int  # ARPACK solves that drew a random restart vector (from the seed, here)
 
 
 def _default_n_epochs(n_samples: int) -> int:
@@ -239,7 +245,6 @@ def _default_n_epochs(n_samples: int) -> int:
 def prepare(data: np.ndarray, knn_indices: np.ndarray, knn_distances: np.ndarray, k: int, seed: int, n_epochs: int | None) -> Prepared:
     """Everything of one n_neighbors that does not depend on min_dist, as umap.UMAP.fit computes it."""
     from umap.distances import named_distances
-    from umap.spectral import spectral_layout
     from umap.umap_ import (
         INT32_MAX,
         INT32_MIN,
@@ -265,7 +270,9 @@ def prepare(data: np.ndarray, knn_indices: np.ndarray, knn_distances: np.ndarray
     graph.data[graph.data < (graph.data.max() / float(prune_epochs))] = 0.0
     graph.eliminate_zeros()
     random_state = np.random.RandomState(seed)
-    init = spectral_layout(data, graph, N_COMPONENTS, random_state, metric=named_distances[METRIC], metric_kwds={})
+    # umap-learn's spectral_layout, but with ARPACK's restart vectors drawn from the seed (vlmprobe.umap.spectral).
+    restarts = restart_generator(seed)
+    init = spectral_layout(data, graph, N_COMPONENTS, random_state, restarts, named_distances[METRIC])
     init = noisy_scale_coords(init, random_state, max_coord=10, noise=0.0001)
     epochs_per_sample = make_epochs_per_sample(graph.data, epochs)
     rng_state = random_state.randint(INT32_MIN, INT32_MAX, 3).astype(np.int64)
@@ -280,4 +287,6 @@ def prepare(data: np.ndarray, knn_indices: np.ndarray, knn_distances: np.ndarray
         disconnected=disconnected,
         n_epochs=epochs,
         n_edges=int(graph.nnz),
+        graph_components=int(scipy.sparse.csgraph.connected_components(graph)[0]),
+        eigensolver_restarts=restarts.restarted,
     )

@@ -8,27 +8,38 @@ than 4,096 points umap-learn up to at least 0.5.12 keeps *all* the columns it is
 builds a wider graph than ``n_neighbors`` asks for. Slicing to exactly ``k`` columns and calling
 umap-learn's ``fuzzy_simplicial_set`` ourselves (:mod:`vlmprobe.umap.layout`) avoids that quirk whatever
 the installed version.
+
+The result does not depend on the number of threads: a multi-threaded BLAS splits a matrix product
+differently for different thread counts, and the last bits of a dot product (hence a neighbour distance,
+a fuzzy-graph weight, a layout) follow the split. So each block is one single-threaded product, and the
+threads work on different blocks, whose boundaries depend only on the table and ``block_bytes``.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 METRIC = "cosine"
 DISCONNECTION_DISTANCE = 2.0  # umap.umap_.DISCONNECTION_DISTANCES["cosine"]
-# Bytes of scratch memory one block of the exact-neighbour search may use (similarities, argpartition).
-KNN_BLOCK_BYTES = 256 * 2**20
+# Bytes of scratch memory one block of the exact-neighbour search may use (similarities, argpartition);
+# each thread works on one block at a time.
+KNN_BLOCK_BYTES = 128 * 2**20
 
 
 def exact_cosine_knn(
-    embeddings: np.ndarray, n_neighbors: int, block_bytes: int = KNN_BLOCK_BYTES
+    embeddings: np.ndarray, n_neighbors: int, block_bytes: int = KNN_BLOCK_BYTES, n_threads: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact ``n_neighbors`` nearest neighbours under cosine distance, each point first (distance 0).
 
     Returns ``(indices int32, distances float32)``, both ``(n, n_neighbors)`` and sorted by distance, in the
     layout umap-learn's exact path produces. Pairs at distance >= 2 (opposite directions) are marked
-    disconnected (index -1, distance inf), as umap-learn does for cosine.
+    disconnected (index -1, distance inf), as umap-learn does for cosine. ``n_threads`` blocks are worked
+    on at once (scratch memory: ``n_threads * block_bytes``); the result is the same bytes for any number.
     """
+    from threadpoolctl import threadpool_limits
+
     data = np.asarray(embeddings, dtype=np.float32)
     n = data.shape[0]
     k = int(n_neighbors)
@@ -39,7 +50,8 @@ def exact_cosine_knn(
     rows_per_block = int(max(1, min(n, block_bytes // (16 * n))))
     indices = np.empty((n, k), dtype=np.int32)
     distances = np.empty((n, k), dtype=np.float32)
-    for start in range(0, n, rows_per_block):
+
+    def block(start: int) -> None:
         stop = min(n, start + rows_per_block)
         similarity = unit[start:stop] @ unit.T
         local = np.arange(stop - start)
@@ -57,6 +69,9 @@ def exact_cosine_knn(
         np.maximum(block_distances, 0.0, out=block_distances)  # rounding can give -1e-7
         indices[start:stop] = block_indices
         distances[start:stop] = block_distances
+
+    with threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=max(1, int(n_threads))) as threads:
+        list(threads.map(block, range(0, n, rows_per_block)))
     disconnected = distances >= DISCONNECTION_DISTANCE
     if disconnected.any():
         indices[disconnected] = -1

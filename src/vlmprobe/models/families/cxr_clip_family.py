@@ -148,6 +148,11 @@ class CxrClipFamily(ModelFamily):
         shapes = checkpoint_shapes(path, spec.get("checkpoint_key"))
         require_keys(model_id, path, shapes, (settings["prefix"], "image_projection.projection.weight"), settings["release"])
 
+    def input_files(self, spec: dict[str, Any]) -> list[str]:
+        from vlmprobe.models.layouts import existing
+
+        return existing(self.weight_files(spec))
+
     def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         from torchvision import transforms
 
@@ -195,5 +200,7 @@ class CxrClipFamily(ModelFamily):
         tower = encoder.image_module
         if tower.name == "resnet50":
             return tower.image_encoder.resnet.layer4[-1], None, "cxr_clip: ResNet-50 layer4[-1]"
-        swin = tower.image_encoder.image_encoder
-        return swin.layernorm, TokenGrid(0), "cxr_clip: Swin final layernorm (tokens -> grid)"
+        # the last block's input norm, before its window attention mixes the tokens (the ViT rule of cam_layers):
+        # after the final norm only the first token would get a gradient from the first-token feature
+        block = tower.image_encoder.image_encoder.encoder.layers[-1].blocks[-1]
+        return block.layernorm_before, TokenGrid(0), "cxr_clip: Swin encoder.layers[-1].blocks[-1].layernorm_before"

@@ -99,6 +99,11 @@ class FlairFamily(ModelFamily):
         path = require_file(model_id, spec, (".pth", ".safetensors"), RELEASE)
         require_keys(model_id, path, checkpoint_shapes(path, spec.get("checkpoint_key")), REQUIRED, RELEASE)
 
+    def input_files(self, spec: dict[str, Any]) -> list[str]:
+        from vlmprobe.models.layouts import existing
+
+        return existing(self.weight_files(spec))
+
     def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         from torchvision import transforms
 
