@@ -12,6 +12,8 @@ import torchvision
 from PIL import Image
 from safetensors.torch import save_file
 
+from support.cam import family_map
+
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.models import check_spec, load_encoder
 
@@ -97,3 +99,13 @@ def test_the_offline_check_names_a_missing_or_wrong_file(release, tmp_path):
         check_spec("flair", {"family": "flair", "name": "resnet_v1", "pretrained": str(wrong)})
     with pytest.raises(VlmprobeError, match="resnet_v1"):
         check_spec("flair", {"family": "flair", "name": "efficientnet", "pretrained": str(release[2])})
+
+
+def test_the_heatmaps_stage_reads_its_input_geometry(release):
+    """512 x 512, no mean/std (RGB / 255): what the heatmaps stage feeds the tower, and its Grad-CAM layer."""
+    from vlmprobe.heatmaps.geometry import input_geometry
+
+    encoder = load_encoder("flair", {"family": "flair", "name": "resnet_v1", "pretrained": str(release[2])})
+    geometry = input_geometry(encoder)
+    assert geometry.size == (512, 512) and geometry.mean == (0.0, 0.0, 0.0) and geometry.std == (1.0, 1.0, 1.0)
+    assert "layer4[-1]" in family_map(encoder, torch.stack([authors_preprocess(_image(seed=1), 64)]))[1]

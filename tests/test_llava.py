@@ -188,3 +188,20 @@ def test_the_offline_check_names_a_missing_shard_or_a_wrong_folder(parts, tmp_pa
         check_spec("llava", {**spec, "pretrained": str(tmp_path / "nowhere")})
     with pytest.raises(VlmprobeError, match="names no `mm_vision_tower`"):
         check_spec("llava", {**spec, "pretrained": str(tower_folder(tmp_path / "just-clip"))})
+
+
+def test_the_presets_tower_resolves_offline_at_full_size():
+    """LLaVA-Med's `mm_vision_tower` (openai/clip-vit-large-patch14-336) from vlmprobe's vendored record, built on
+    the meta device: 336 px, patch 14 (577 positions), 1024 wide, 24 layers; the projector 1024 (3072 with S2) -> 4096."""
+    from vlmprobe.models.families.llava_family import _projector, _settings, _tower_source
+
+    config = {"mm_vision_tower": "openai/clip-vit-large-patch14-336", "mm_projector_type": "mlp2x_gelu", "s2": True}
+    source, tower_config, processor = _tower_source("llava-med", {}, config)
+    assert (tower_config.image_size, tower_config.patch_size, tower_config.hidden_size, tower_config.num_hidden_layers) == (336, 14, 1024, 24)
+    assert processor["shortest_edge"] == processor["crop_size"] == 336 and processor["mean"] == MEAN
+    assert _settings("llava-med", {}, config)["s2_scales"] == [336, 672, 1008]  # s2wrapper's default scales
+    with torch.device("meta"):
+        tower = CLIPVisionModel(tower_config)
+        projector = _projector("mlp2x_gelu", 3 * 1024, 4096)
+    assert tower.embeddings.position_embedding.weight.shape == (577, 1024)
+    assert [tuple(p.shape) for p in projector.parameters()] == [(4096, 3072), (4096,), (4096, 4096), (4096,)]

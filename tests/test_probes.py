@@ -301,5 +301,14 @@ def test_the_summary_ranks_models_across_probes(tmp_path):
     assert ranks.height == 6  # 4 probes: linear probe, kNN, 4-shot, tuned LR
     assert (ranks["tau"] == 1.0).all() and (ranks["n_swapped"] == 0).all()  # the noisy model is last under every probe
     text = out["t.md"].read_text()
-    assert "## Rank stability across probes" in text and "## Robustness index (PathoROB)" in text and "meta_site" in text
+    assert "## Rank stability across probes" in text and "## Robustness index (PathoROB)" in text and "meta_site=a (logistic)" in text
+    groups = table.filter((pl.col("reading") == "subgroup") & (pl.col("model") == "good") & (pl.col("metric") == "accuracy"))
+    assert groups.height == 4  # sites a and b, for kNN and the tuned probe
     assert out["t.png"].stat().st_size > 0 and out["f.png"].stat().st_size > 0
+
+
+def test_tied_groups_name_two_groups_and_a_zero_gap():
+    y = np.array([0, 1] * 20)
+    result = subgroup_gaps(y, y, ["a"] * 20 + ["b"] * 20, 2, min_group_size=5, n_resamples=50)
+    gap = result["gaps"]["accuracy"]
+    assert (gap["worst"], gap["best"], gap["gap"]) == ("a", "b", 0.0)

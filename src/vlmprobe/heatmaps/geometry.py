@@ -46,7 +46,7 @@ def input_geometry(encoder) -> InputGeometry:
             size = _as_hw(step.crop_size)
             mean, std = tuple(step.mean), tuple(step.std)
             interpolation = step.interpolation.value
-        elif name in {"CenterCrop", "CenterCropOrPad", "RandomCrop"}:
+        elif name in {"CenterCrop", "CenterCropOrPad", "RandomCrop", "LongestSideCanvas"}:  # the last: FLAIR's square canvas
             size = _as_hw(step.size)
         elif name in {"Resize", "ResizeKeepRatio"}:
             if size is None and not isinstance(step.size, int) and len(step.size) == 2:

@@ -99,7 +99,9 @@ def subgroup_gaps(
         gaps = {}
         for metric, values in observed.items():
             value = np.where(ranked, values[0], np.nan)
-            worst, best = int(np.nanargmin(value)), int(np.nanargmax(value))
+            candidates = np.flatnonzero(np.isfinite(value))
+            order = candidates[np.argsort(value[candidates], kind="stable")]
+            worst, best = int(order[0]), int(order[-1])  # two different groups, also when all are tied
             gap = float(value[best] - value[worst])
             low = high = None
             if resampled is not None:

@@ -49,6 +49,10 @@ def result_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append(_row(result, "logistic", metric, value, variant=f"C={tuned['C']:g}", detail="C at the edge of the grid" if tuned["C_at_edge"] else ""))
     for attribute, record in result.get("subgroups", {}).items():
         for probe in ("knn", "logistic"):
+            for group in record.get(probe, {}).get("groups", []):
+                for metric in ("accuracy", "balanced_accuracy"):
+                    rows.append(_row(result, "subgroup", metric, group[metric], variant=f"{attribute}={group['group']} ({probe})",
+                                     detail=f"n={group['n']}" + ("" if group["ranked"] else ", too few to rank")))
             for metric, gap in record.get(probe, {}).get("gaps", {}).items():
                 rows.append(_row(result, "subgroup_gap", metric, gap["gap"], variant=f"{attribute} ({probe})", low=gap["low"], high=gap["high"],
                                  detail=f"worst {gap['worst']} {gap['worst_value']:.1%}, best {gap['best']} {gap['best_value']:.1%}"))
@@ -171,6 +175,19 @@ def subgroup_rows(table) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def group_rows(table) -> tuple[list[str], list[list[str]]]:
+    """Every subgroup's accuracy and balanced accuracy, one row per (dataset, model, attribute value, probe)."""
+    import polars as pl
+
+    part = table.filter(pl.col("reading") == "subgroup")
+    header = ["dataset", "model", "group (probe)", "test rows", "accuracy", "balanced accuracy"]
+    rows = []
+    for (dataset, model, variant), cells in part.group_by(["dataset", "model", "variant"], maintain_order=True):
+        value = dict(zip(cells["metric"].to_list(), cells["value"].to_list()))
+        rows.append([dataset, model, variant, cells["detail"][0].removeprefix("n="), _pct(value.get("accuracy")), _pct(value.get("balanced_accuracy"))])
+    return header, rows
+
+
 def robustness_rows(table) -> tuple[list[str], list[list[str]]]:
     import polars as pl
 
@@ -207,6 +224,7 @@ def markdown(table, ranks) -> str:
         ("Test accuracy by probe", accuracy_rows(table), "No multi-class dataset was probed."),
         ("Rank stability across probes", rank_rows(ranks), "Fewer than two models: no ranking to compare."),
         ("Subgroup gaps", subgroup_rows(table), "No dataset declares `subgroups` (or no group has enough test rows)."),
+        ("Accuracy per subgroup", group_rows(table), "No dataset declares `subgroups`."),
         ("Robustness index (PathoROB)", robustness_rows(table), "No dataset declares `nuisances`."),
     ):
         parts += [f"## {title}", "", markdown_table(header, rows) if rows else empty, ""]
@@ -223,7 +241,8 @@ def html(table, ranks) -> str:
 
     page = html_table("Probes: test accuracy by probe", *accuracy_rows(table), NOTE)
     sections = ""
-    for title, (header, rows) in (("Rank stability across probes", rank_rows(ranks)), ("Subgroup gaps", subgroup_rows(table)), ("Robustness index (PathoROB)", robustness_rows(table))):
+    for title, (header, rows) in (("Rank stability across probes", rank_rows(ranks)), ("Subgroup gaps", subgroup_rows(table)), ("Accuracy per subgroup", group_rows(table)),
+                                ("Robustness index (PathoROB)", robustness_rows(table))):
         if rows:
             sections += f"<h2>{escape(title)}</h2>" + tabulate([[str(cell) for cell in row] for row in rows], headers=header, tablefmt="html")
     return page.replace("</body></html>", sections + "</body></html>")

@@ -12,7 +12,7 @@ whose ``config`` may hold OmegaConf objects (read as inert data, :mod:`vlmprobe.
 - ``name: resnet50``: ``image_encoder.resnet.*`` = torchvision ``resnet50`` without ``fc``
   (image_encoder.py:48-77; its SyncBatchNorm has BatchNorm's keys);
 - ``image_projection.projection.*``: the ``linear`` projection head 768/2048 -> 512
-  (configs/model/clip_*_clinical.yaml:20-23, cxrclip/model/modules/projection.py:23-29; an ``mlp`` head's
+  (configs/model/clip_swin_clinical.yaml:20-23, clip_resnet_clinical.yaml:19-22, cxrclip/model/modules/projection.py:23-29; an ``mlp`` head's
   ``fc`` / ``layer_norm`` keys are recognised too); ``text_encoder.*``, ``text_projection.*`` and ``logit_scale``
   are not read into the image encoder.
 
@@ -153,9 +153,22 @@ class CxrClipFamily(ModelFamily):
 
         return existing(self.weight_files(spec))
 
-    def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
+    def preprocess_without_weights(self, model_id: str, spec: dict[str, Any]) -> Any:
+        """The authors' evaluation transform (configs/transform/clahe.yaml ``test:``), from the spec alone."""
         from torchvision import transforms
 
+        settings, _ = self._settings(model_id, spec)
+        size = int(spec.get("image_size", 224))
+        return transforms.Compose(
+            [
+                transforms.Resize(size),  # bilinear, shortest side (configs/transform/clahe.yaml test:)
+                transforms.CenterCrop(size),
+                transforms.ToTensor(),
+                transforms.Normalize(settings["mean"], settings["std"]),
+            ]
+        )
+
+    def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         from vlmprobe.models.checkpoints import load_checkpoint_into, sha256
         from vlmprobe.models.layouts import checkpoint_shapes
 
@@ -168,14 +181,7 @@ class CxrClipFamily(ModelFamily):
             key=spec.get("checkpoint_key"),
         ).as_metadata()
         size = int(spec.get("image_size", 224))
-        preprocess = transforms.Compose(
-            [
-                transforms.Resize(size),  # bilinear, shortest side (configs/transform/clahe.yaml test:)
-                transforms.CenterCrop(size),
-                transforms.ToTensor(),
-                transforms.Normalize(settings["mean"], settings["std"]),
-            ]
-        )
+        preprocess = self.preprocess_without_weights(model_id, spec)
         tower = tower.eval().to(device)
         import torch
 

@@ -210,7 +210,13 @@ class PadToSquare:
     """LLaVA's ``expand2square`` at its deterministic offset ``(long - short) // 2``, on the mean colour."""
 
     def __init__(self, mean: tuple[float, ...]):
+        self.mean = tuple(float(x) for x in mean)
         self.fill = tuple(int(x * 255) for x in mean)
+
+    def geometry_step(self) -> dict[str, Any]:
+        """This step as data for the pixel cache (:mod:`vlmprobe.models.pixel_split` rebuilds ``PadToSquare(**arguments)``);
+        a fill of unequal channels keeps a gray image's channels from staying equal."""
+        return {"arguments": {"mean": list(self.mean)}, "channel_symmetric": len(set(self.fill)) == 1}
 
     def __call__(self, image):
         from PIL import Image
@@ -226,6 +232,23 @@ class PadToSquare:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(fill={self.fill}, offset=(long - short) // 2)"
+
+
+def _transform(settings: dict[str, Any], cfg: dict[str, Any]):
+    """LLaVA's image processing: the mean-colour square (``image_aspect_ratio: pad``), CLIP's resize and crop
+    (at the largest S2 scale where S2 is on), [0, 1], normalise."""
+    from torchvision import transforms
+
+    size = max(settings["s2_scales"]) if settings["s2_scales"] else int(cfg["crop_size"])
+    resize = max(settings["s2_scales"]) if settings["s2_scales"] else int(cfg["shortest_edge"])
+    steps = [PadToSquare(tuple(cfg["mean"]))] if settings["pad"] else []
+    steps += [
+        transforms.Resize(resize, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True),
+        transforms.CenterCrop(size),
+        transforms.ToTensor(),
+        transforms.Normalize(list(cfg["mean"]), list(cfg["std"])),
+    ]
+    return transforms.Compose(steps)
 
 
 def _read_image_weights(model_id: str, folder: Path, shards: dict[str, list[str]]) -> dict[str, Any]:
@@ -305,9 +328,13 @@ class LlavaFamily(ModelFamily):
     def weight_files(self, spec: dict[str, Any]) -> list[str]:
         return []  # shards are opened by key (safetensors headers) in check(), never as whole files
 
+    def preprocess_without_weights(self, model_id: str, spec: dict[str, Any]) -> Any:
+        """From the folder's config.json and the tower's processor settings alone (no shard is read)."""
+        config = llava_config(model_id, _folder(model_id, spec))
+        return _transform(_settings(model_id, spec, config), _tower_source(model_id, spec, config)[2])
+
     def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         import torch
-        from torchvision import transforms
         from transformers import CLIPVisionModel
 
         folder = _folder(model_id, spec)
@@ -320,7 +347,10 @@ class LlavaFamily(ModelFamily):
         if any(k.startswith(TOWER_PREFIX) for k in tensors):
             tower = CLIPVisionModel(tower_config)
             fit["vision_tower_from"] = f"checkpoint ({TOWER_PREFIX}*)"
-            fit["cast_from"] = _fill(model_id, tower, tensors, TOWER_PREFIX, "vision tower")
+            # transformers 4 keeps the tower under `vision_model.` inside CLIPVisionModel, transformers 5 does not
+            wrapped = any(key.startswith("vision_model.") for key in tower.state_dict())
+            prefix = TOWER_PREFIX.removesuffix("vision_model.") if wrapped else TOWER_PREFIX
+            fit["cast_from"] = _fill(model_id, tower, tensors, prefix, "vision tower")
         else:
             try:
                 tower = CLIPVisionModel.from_pretrained(source, config=tower_config)
@@ -334,15 +364,7 @@ class LlavaFamily(ModelFamily):
         module = _tower_class()(tower.float(), projector.float(), settings).eval().to(device)
 
         size = max(settings["s2_scales"]) if settings["s2_scales"] else int(cfg["crop_size"])
-        resize = max(settings["s2_scales"]) if settings["s2_scales"] else int(cfg["shortest_edge"])
-        steps = [PadToSquare(tuple(cfg["mean"]))] if settings["pad"] else []
-        steps += [
-            transforms.Resize(resize, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True),
-            transforms.CenterCrop(size),
-            transforms.ToTensor(),
-            transforms.Normalize(list(cfg["mean"]), list(cfg["std"])),
-        ]
-        preprocess = transforms.Compose(steps)
+        preprocess = _transform(settings, cfg)
         with torch.no_grad():
             embed_dim = int(module(torch.zeros(1, 3, size, size, device=device)).shape[-1])
         return Encoder(
@@ -370,5 +392,6 @@ class LlavaFamily(ModelFamily):
         # the input norm of the layer whose output the features are (hidden_states[select_layer]; the last one for pooled)
         select = settings["select_layer"]  # hidden_states[k] is the output of layers[k - 1] (k >= 1), layers[k] (k < 0)
         index = -1 if settings["output"] == "pooled" else (select if select < 0 else select - 1)
-        layers = module.vision_tower.encoder.layers
+        tower = module.vision_tower
+        layers = getattr(tower, "vision_model", tower).encoder.layers  # transformers 4 wraps the tower in `vision_model`
         return layers[index].layer_norm1, TokenGrid(1), f"llava: CLIP tower encoder.layers[{index}].layer_norm1"
