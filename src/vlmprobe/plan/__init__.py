@@ -25,6 +25,7 @@ from vlmprobe.models.base import NO_TEXT_TOWER, ModelFamily, family_of
 from vlmprobe.plan.explore import ExplorePlan
 from vlmprobe.plan.paper_analyses import PaperAnalysesPlan
 from vlmprobe.plan.paths import PATHS, benchmark_path, log_path, path, summary_files
+from vlmprobe.plan.pixel_cache import GEOMETRY_PATTERN, PixelCaches
 from vlmprobe.plan.probes import ProbesPlan
 from vlmprobe.plan.resources import Resources
 
@@ -63,7 +64,9 @@ class Plan:
             "model": one_of(self.models),
             "setting": "|".join(SETTINGS),
             "nuisance": "meta_[^/]+",
+            "geometry": GEOMETRY_PATTERN,
         }
+        self.pixel_caches = PixelCaches(config)  # one pixel cache per (dataset, geometry), shared by its models
 
         # datasets: multi-class ones get the linear probe, multi-label ones the multi-label study
         self.multiclass_datasets = [d for d in self.datasets if not is_multilabel(d, config["datasets"][d])]

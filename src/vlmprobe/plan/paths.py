@@ -1,7 +1,7 @@
 """Every output, log and benchmark path of the workflow, spelled once.
 
 A path is a pattern over the wildcards ``{dataset}``, ``{model}``, ``{setting}`` (zs, lp, ft),
-``{nuisance}`` and ``{probe}`` (knn, logistic); :func:`path` fills some or all of them, leaving the others for Snakemake.
+``{geometry}`` (a pixel cache's), ``{nuisance}`` and ``{probe}`` (knn, logistic); :func:`path` fills some or all of them, leaving the others for Snakemake.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ PATHS: dict[str, str] = {
     # embed
     "model_check": "results/checks/models/{model}.json",
     "embedding": "results/embeddings/{dataset}/{model}.parquet",
+    "pixel_cache": "results/pixels/{dataset}/{geometry}.npy",
+    "pixel_index": "results/pixels/{dataset}/{geometry}.parquet",
     # linear_probe
     "linear_probe": "results/linear_probe/{dataset}/{model}.json",
     "linear_probe_predictions": "results/linear_probe/{dataset}/{model}.predictions.parquet",
