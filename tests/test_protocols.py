@@ -388,3 +388,23 @@ def test_single_class_distance_intervals_resample_within_classes():
     plain = bootstrap_intervals(y, scores, y, x, n_resamples=40, seed=3, distance_indicator=y)
     assert plain["distance_ratio"]["n_valid"] < 40 and plain["distance_ratio"]["low"] is None
     assert plain["distance_ratio"]["note"].startswith("not estimable")
+
+
+def test_finetune_precision_is_the_notebooks_under_sadman2025():
+    """fp16 autocast for training steps only (the notebook's _train_epoch); validation without autocast (_inference).
+    The CUDA dtype choice itself is in run_finetune; here the switch every step goes through."""
+    import dataclasses
+
+    import torch
+
+    from vlmprobe.multilabel.finetune.model import Run
+
+    fields = {f.name: None for f in dataclasses.fields(Run) if f.default is dataclasses.MISSING}
+    paper = Run(**{**fields, "paper": True, "amp_dtype": torch.float16})
+    ours = Run(**{**fields, "paper": False, "amp_dtype": torch.bfloat16})
+    assert paper.autocast().fast_dtype == torch.float16 and paper.autocast().device == "cuda"
+    assert paper.autocast(training=False).device == "cpu" and not paper.autocast(training=False)._enabled
+    assert ours.autocast(training=False).fast_dtype == torch.bfloat16  # our protocol validates under autocast too
+    from vlmprobe.multilabel.protocols import FINETUNE
+
+    assert "GradScaler" in FINETUNE["precision"] and "fp32 validation" in FINETUNE["precision"]
