@@ -58,7 +58,9 @@ def test_sadman_preset_runs_the_papers_protocol_by_name(tmp_path):
     from vlmprobe.formats.maps import read_maps
     from vlmprobe.heatmaps.protocol import notebook_sample
 
-    test_ids = [row["sample_id"] for row in rows if row["split"] == "test"]
+    # the notebook's test_df: the test rows in the label CSV's row order (the manifest is sorted by sample id)
+    test_ids = [row["sample_id"] for row in sorted(rows, key=lambda row: int(row["meta_source_row"])) if row["split"] == "test"]
+    assert test_ids != [row["sample_id"] for row in rows if row["split"] == "test"]  # the order matters here
     for setting in ("zs", "lp", "ft"):
         maps = read_maps(results / "heatmaps" / "iu-xray" / "biomedclip" / setting / "maps.npz")
         provenance = maps["provenance"]

@@ -4,8 +4,9 @@ Each piece quotes ``evaluatingBiomedClIP_IUXRAY.ipynb`` (github.com/Nafiz95/BioV
 where the notebook is ambiguous are listed in docs/heatmaps.md ("Under protocol sadman2025").
 
 * **Images** (cell ``4ae980c9``): ``subset_df = test_df_iuxray.sample(n=15, random_state=42)`` -- pandas draws
-  ``np.random.RandomState(42).permutation(len(test_df))[:15]`` (``Generator.choice`` without replacement and
-  weights), in that order. :func:`notebook_sample` is that draw on the test rows in the label table's order.
+  ``np.random.RandomState(42).permutation(len(test_df))[:15]`` (``RandomState.choice`` without replacement and
+  weights), in that order. :func:`notebook_sample` is that draw on the test rows in the label table's order
+  (:func:`label_table_order`: ``test_df_iuxray`` keeps the CSV's row order; the manifest is sorted by sample id).
 * **Layer** (cells ``49423127``, ``3200445a``, ``29e7f3ec``: "WITH GRADCAM AND LAYER -3"):
   ``vit.trunk.blocks[-3].attn.proj`` of the open_clip timm tower, its tokens reshaped by ``vit_reshape`` (class
   token dropped, the rest a 14 x 14 grid). The last cell (``150d58d1``) switches to ``blocks[-1].attn.proj``:
@@ -59,6 +60,14 @@ def notebook_sample(n_rows: int, n: int = SAMPLE_SIZE, random_state: int = SAMPL
     if n_rows <= 0 or n <= 0:
         return []
     return np.random.RandomState(random_state).permutation(n_rows)[: min(n, n_rows)].tolist()
+
+
+def label_table_order(indices: Sequence[int], source_rows: Sequence[Any] | None) -> list[int]:
+    """Manifest row ``indices`` in the notebook's ``test_df`` order: the label CSV's row order (``meta_source_row``,
+    as the sadman2025 split reads it), the manifest's order where a table has no such column."""
+    if source_rows is None:
+        return list(indices)
+    return sorted(indices, key=lambda i: (int(source_rows[i]) if source_rows[i] not in (None, "") else i, i))
 
 
 def find_trunk(image_module) -> tuple[str, Any]:

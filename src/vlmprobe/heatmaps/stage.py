@@ -140,8 +140,11 @@ def run_heatmaps(
 
 
 def notebook_rows(table) -> list[int]:
-    """Manifest rows of the notebook's 15 images: its test rows in manifest (label-table) order, drawn as pandas does."""
+    """Manifest rows of the notebook's 15 images: its ``test_df`` (the test rows in the label table's row order,
+    :func:`vlmprobe.heatmaps.protocol.label_table_order`), drawn as pandas does."""
     test = [i for i, value in enumerate(table.column("split").to_pylist()) if value == "test"]
+    rows = table.column("meta_source_row").to_pylist() if "meta_source_row" in table.column_names else None
+    test = notebook.label_table_order(test, rows)
     return [test[i] for i in notebook.notebook_sample(len(test))]
 
 

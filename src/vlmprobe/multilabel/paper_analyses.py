@@ -346,6 +346,14 @@ def projection_figure(result: Mapping[str, Any], selection: Mapping[str, Any], t
 # ------------------------------------------------------------------------------------------------
 
 
+def label_table_order(indices, source_rows) -> list[int]:
+    """Row ``indices`` in the label CSV's row order (``meta_source_row``; the manifest's order without that column)."""
+    indices = [int(i) for i in indices]
+    if source_rows is None:
+        return indices
+    return sorted(indices, key=lambda i: (int(source_rows[i]) if source_rows[i] not in (None, "") else i, i))
+
+
 def _checked(raw: np.ndarray, stored: np.ndarray, setting: str, source: str) -> np.ndarray:
     if raw.shape != stored.shape or not np.allclose(row_minmax(raw), stored, atol=1e-6):
         raise VlmprobeError(
@@ -381,13 +389,18 @@ def run_paper_analyses(
     labels = [list(row) for row in manifest["labels"].to_list()]
     split = np.asarray(manifest["split"].to_list())
     is_test = split == "test"
-    test_labels = [labels[i] for i in np.flatnonzero(is_test)]
+    # the notebook's test_df keeps the label CSV's row order (the projections take the first 100 per class in it)
+    order = label_table_order(np.flatnonzero(is_test), manifest["meta_source_row"].to_list() if "meta_source_row" in manifest.columns else None)
+    test_labels = [labels[i] for i in order]
     y_test = np.asarray([[c in set(row) for c in classes] for row in test_labels], dtype=int)
-    frozen_test = np.asarray(matrix[is_test], dtype=np.float64)
+    frozen_test = np.asarray(matrix[order], dtype=np.float64)
     tuned_test = None
     if ft_embedding:
         _, tuned, _, _ = aligned(manifest_path, ft_embedding, None)
-        tuned_test = np.asarray(tuned[is_test], dtype=np.float64)
+        tuned_test = np.asarray(tuned[order], dtype=np.float64)
+    # predictions list the test rows in manifest order: the same rows, reordered alike
+    position = {int(row): k for k, row in enumerate(np.flatnonzero(is_test))}
+    reorder = np.asarray([position[int(row)] for row in order], dtype=int)
 
     raw: dict[str, np.ndarray] = {}
     histories: dict[str, list[dict[str, Any]]] = {}
@@ -395,18 +408,19 @@ def run_paper_analyses(
         if setting not in predictions:
             continue
         stored = read_predictions(predictions[setting])
+        scores = np.asarray(stored.scores)[reorder]
         if stored.metadata.get("protocol") != "sadman2025":
             raise VlmprobeError(f"Predictions {predictions[setting]!r} were not made under protocol sadman2025.", "re-run the setting under `multilabel: protocol: sadman2025`.")
         if setting == "zs":
             text = np.asarray(stored.metadata["details"]["text_embeddings"], dtype=np.float64)
-            raw[setting] = _checked(frozen_test @ text.T, stored.scores, setting, "the frozen embeddings and the class-name text embeddings")
+            raw[setting] = _checked(frozen_test @ text.T, scores, setting, "the frozen embeddings and the class-name text embeddings")
         elif setting == "lp":
             head = load_head(lp_head)
-            raw[setting] = _checked(frozen_test @ head.weight.T + head.bias, stored.scores, setting, f"the frozen embeddings and {lp_head}")
+            raw[setting] = _checked(frozen_test @ head.weight.T + head.bias, scores, setting, f"the frozen embeddings and {lp_head}")
             histories["lp"] = list(stored.metadata.get("details", {}).get("history", []))
         else:
             head = load_head(ft_head)
-            raw[setting] = _checked(tuned_test @ head.weight.T + head.bias, stored.scores, setting, f"the fine-tuned embeddings and {ft_head}")
+            raw[setting] = _checked(tuned_test @ head.weight.T + head.bias, scores, setting, f"the fine-tuned embeddings and {ft_head}")
             histories["ft"] = list(json.loads(Path(ft_info).read_text()).get("history", [])) if ft_info else []
 
     name = f"{dataset} / {model}"
