@@ -155,3 +155,20 @@ def test_model_without_timm_vit_is_refused_with_the_fix():
     encoder = load_encoder("tiny-vit", TINY_VIT, "cpu")
     with pytest.raises(VlmprobeError, match="target_layers"):
         notebook.notebook_layer(encoder)
+
+
+def test_notebook_rows_follow_the_label_tables_order():
+    """``test_df_iuxray`` keeps the label CSV's row order; the manifest is sorted by sample id: the 15 are drawn
+    from the CSV order (meta_source_row), as pandas would from the notebook's table."""
+    import pyarrow as pa
+
+    from vlmprobe.heatmaps.stage import notebook_rows
+
+    n = 40
+    source = np.random.default_rng(0).permutation(n)  # manifest row i came from CSV row source[i]
+    split = ["test" if i % 2 else "train" for i in range(n)]
+    table = pa.table({"sample_id": [f"s{i:02d}" for i in range(n)], "split": split, "meta_source_row": [str(r) for r in source]})
+    frame = pd.DataFrame({"sample_id": [f"s{i:02d}" for i in range(n)], "split": split, "row": source}).sort_values("row")
+    test_df = frame[frame["split"] == "test"].reset_index(drop=True)  # the notebook's test_df, CSV order
+    expected = test_df.sample(n=15, random_state=42)["sample_id"].tolist()
+    assert [table.column("sample_id")[i].as_py() for i in notebook_rows(table)] == expected
