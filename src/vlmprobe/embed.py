@@ -1,7 +1,9 @@
 """Image embedding: manifest + model spec -> embedding table.
 
-Decoding and resizing bound throughput on most machines, so images are decoded and preprocessed in
-DataLoader worker processes while the main process keeps the model fed; on CUDA the forward pass
+Decoding and resizing bound throughput on most machines, so images are decoded once per geometry into a pixel
+cache by their own job (:mod:`vlmprobe.models.pixel_cache`) that every model with that geometry reads, or, where a
+model's preprocessing cannot be split exactly, decoded and preprocessed in DataLoader worker processes while the
+main process keeps the model fed (the table's ``pixels`` metadata says which, and why); on CUDA the forward pass
 runs under autocast (bf16 where supported, else fp16) with pinned host memory.
 
 A job killed half-way (kill -9, SLURM time limit, preempted node) loses at most one chunk: finished
@@ -20,6 +22,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ from vlmprobe.errors import VlmprobeError
 from vlmprobe.formats.embeddings import FORMAT_VERSION, write_embeddings
 from vlmprobe.formats.manifest import read_manifest
 from vlmprobe.io import atomic_path, write_json
-from vlmprobe.models.encode import embed_batches
+from vlmprobe.models.encode import embed_batches, embed_cached_batches
 from vlmprobe.runtime import autocast_dtype, package_versions, resolve_device
 
 log = logging.getLogger(__name__)
@@ -118,9 +121,10 @@ def embed_resumable(
     num_workers: int,
     precision: str,
     chunk_images: int,
+    pixels: PixelSource | None = None,
 ) -> np.ndarray:
     """Embed ``paths`` saving every ``chunk_images`` rows (rounded up to whole batches) to ``store``,
-    starting after the chunks a killed run left behind."""
+    starting after the chunks a killed run left behind; from the pixel cache in ``pixels`` where it is trusted."""
     chunks = store.resume()
     done = sum(len(chunk) for chunk in chunks)
     if done:
@@ -129,7 +133,11 @@ def embed_resumable(
     rows_per_chunk = math.ceil(max(1, chunk_images) / batch_size) * batch_size
     pending: list[np.ndarray] = []
     start = done
-    for features in embed_batches(encoder, paths[done:], device, batch_size, num_workers, precision):
+    if pixels is not None and pixels.cache is not None:
+        batches = embed_cached_batches(encoder, pixels.cache, pixels.split, done, device, batch_size, precision)
+    else:
+        batches = embed_batches(encoder, paths[done:], device, batch_size, num_workers, precision)
+    for features in batches:
         pending.append(features)
         if sum(len(part) for part in pending) >= rows_per_chunk:
             chunk = np.concatenate(pending, axis=0)
@@ -140,6 +148,40 @@ def embed_resumable(
     if pending:
         chunks.append(np.concatenate(pending, axis=0))
     return np.concatenate(chunks, axis=0) if chunks else np.zeros((0, encoder.embed_dim), np.float32)
+
+
+@dataclass
+class PixelSource:
+    """Where the images' pixels come from: a trusted pixel cache, or decoding afresh (``cache`` None), and why."""
+
+    cache: Any
+    split: Any
+    record: dict[str, Any]
+    """What the embedding table's metadata says (``pixels``): the source, the geometry, or the reason for decoding."""
+
+
+def pixel_source(encoder, pixel_cache: tuple[str, str] | None, sample_ids: list[str], paths: list[str], no_cache_reason: str | None = None) -> PixelSource:
+    """The pixel cache (``pixels.npy``, ``index.parquet``) if it holds exactly what this model's own preprocessing
+    would make of the manifest's files now; otherwise decoding afresh, with the reason."""
+    from vlmprobe.models.pixel_cache import open_cache
+    from vlmprobe.models.pixel_split import NotSplittable, planned_split, split_preprocess
+
+    try:
+        split = split_preprocess(encoder.preprocess)
+    except NotSplittable as error:
+        return PixelSource(None, None, {"source": "decoded", "note": f"preprocessing not split exactly: {error}"})
+    if pixel_cache is None:
+        if no_cache_reason is None:
+            planned, no_cache_reason = planned_split(encoder.model_id, encoder.spec)
+            if planned is not None:
+                no_cache_reason = "no pixel cache was given to this job"
+        return PixelSource(None, split, {"source": "decoded", "note": no_cache_reason})
+    cache = open_cache(*pixel_cache, split, sample_ids, paths)
+    if isinstance(cache, str):
+        log.warning("not using the pixel cache: %s; decoding every image afresh", cache)
+        return PixelSource(None, split, {"source": "decoded", "note": f"pixel cache not trusted: {cache}"})
+    log.info("reading pixels from the pixel cache %s (%s uint8)", pixel_cache[0], "x".join(map(str, cache.pixels.shape)))
+    return PixelSource(cache, split, {"source": "cache", "geometry": split.describe(), "cache_key": cache.meta["key"]})
 
 
 def embed_manifest(
@@ -154,7 +196,11 @@ def embed_manifest(
     seed: int = 0,
     threads: int | None = None,
     chunk_images: int = 2048,
+    pixel_cache: tuple[str, str] | None = None,
+    no_cache_reason: str | None = None,
 ) -> None:
+    """Embed every image of the manifest with the model into ``out_path``; from ``pixel_cache`` (its ``.npy`` and
+    index) where that cache is trusted, else decoding afresh (``no_cache_reason`` says why no cache was planned)."""
     import torch
 
     from vlmprobe.models import check_spec, load_encoder
@@ -191,8 +237,11 @@ def embed_manifest(
         "batch_size": batch_size,
         "versions": package_versions(),
     }
+    # a cached pixel is the pixel decoding gives, so where the pixels came from is not part of the resume key
     store = ChunkStore(partial_dir(out_path), resume_key(metadata, sample_ids, paths), len(paths), encoder.embed_dim)
-    matrix = embed_resumable(encoder, paths, store, device, batch_size, num_workers, precision, chunk_images)
+    pixels = pixel_source(encoder, pixel_cache, sample_ids, paths, no_cache_reason)
+    metadata["pixels"] = pixels.record
+    matrix = embed_resumable(encoder, paths, store, device, batch_size, num_workers, precision, chunk_images, pixels)
     seconds = time.perf_counter() - started
     log.info("embedded %d images in %.1f s (%.1f images/s)", len(paths), seconds, len(paths) / max(seconds, 1e-9))
     write_embeddings(out_path, sample_ids, matrix, metadata)

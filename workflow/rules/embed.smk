@@ -1,4 +1,5 @@
-# (dataset, model) -> one cached embedding table: the only stage that runs a model on every image.
+# (dataset, model) -> one cached embedding table: the only stage that runs a model on every image,
+# reading each dataset's pixels from one cache per geometry where the model's preprocessing splits exactly.
 
 
 rule check_model:
@@ -17,8 +18,33 @@ rule check_model:
         "../../scripts/check_model.py"
 
 
+rule pixel_cache:
+    # A dataset decoded once per geometry (resize, crop) into uint8 pixels that every model with that
+    # geometry reads: a CPU job, so GPU jobs spend no time decoding. temp(): it lives while a job needs it.
+    input:
+        manifest=plan.paths["manifest"],
+    output:
+        pixels=temp(plan.paths["pixel_cache"]),
+        index=temp(plan.paths["pixel_index"]),
+    log:
+        plan.log("pixel_cache", "{dataset}/{geometry}"),
+    benchmark:
+        plan.benchmark("pixel_cache", "{dataset}/{geometry}")
+    conda:
+        "../../envs/embed.yaml"
+    threads: 4
+    resources:
+        mem_mb=2048,
+        runtime=plan.pixel_caches.runtime_min,
+    params:
+        geometry=plan.pixel_caches.geometry,
+    script:
+        "../../scripts/pixel_cache.py"
+
+
 rule embed:
     input:
+        unpack(plan.pixel_caches.embed_inputs),
         manifest=plan.paths["manifest"],
         check=plan.paths["model_check"],
         weights=plan.model_input_files,

@@ -67,7 +67,9 @@ class ModelFamily:
     - ``has_text_tower``: texts embed into the image embedding space (zero-shot classification, zero-shot Grad-CAM);
     - ``trainable``: the image tower is a ``torch.nn.Module`` whose weights fine-tuning updates;
     - ``has_layers``: the image tower has layers Grad-CAM can attribute (:meth:`cam_layer` finds the default one);
-    - :meth:`weight_files` / :meth:`input_files`: the local files a spec reads.
+    - :meth:`weight_files` / :meth:`input_files`: the local files a spec reads;
+    - :meth:`preprocess_without_weights`: the model's preprocessing, known before the model loads, which the
+      pixel cache splits into geometry and normalisation (:mod:`vlmprobe.models.pixel_split`).
     """
 
     name: str = ""
@@ -97,6 +99,18 @@ class ModelFamily:
         from vlmprobe.models.cam_layers import last_conv
 
         return last_conv(encoder.image_module), None, f"{encoder.family}: last Conv2d"
+
+    def preprocess_without_weights(self, model_id: str, spec: dict[str, Any]) -> Any | None:
+        """The transform :meth:`load` gives ``Encoder.preprocess``, built from the spec alone (no weights, no
+        network), or None when only loading the model tells it.
+
+        This is the one place a family declares its geometry: the job plan groups models whose transforms
+        share their geometric part into one pixel cache (decoded once per dataset); None (the default, safe for
+        any family) means the embedding decodes every image itself, as before the pixel cache. The embedding
+        job checks the loaded model's own transform against the cache, so a wrong answer here costs a
+        decode, never a wrong number.
+        """
+        return None
 
     def weight_files(self, spec: dict[str, Any]) -> list[str]:
         """Local files the spec reads weights from (they become inputs of the embedding job)."""

@@ -1,7 +1,7 @@
 """Every output, log and benchmark path of the workflow, spelled once.
 
 A path is a pattern over the wildcards ``{dataset}``, ``{model}``, ``{setting}`` (zs, lp, ft),
-``{nuisance}`` and ``{probe}`` (knn, logistic); :func:`path` fills some or all of them, leaving the others for Snakemake.
+``{geometry}`` (a pixel cache's), ``{nuisance}`` and ``{probe}`` (knn, logistic); :func:`path` fills some or all of them, leaving the others for Snakemake.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ PATHS: dict[str, str] = {
     # embed
     "model_check": "results/checks/models/{model}.json",
     "embedding": "results/embeddings/{dataset}/{model}.parquet",
+    "pixel_cache": "results/pixels/{dataset}/{geometry}.npy",
+    "pixel_index": "results/pixels/{dataset}/{geometry}.parquet",
     # linear_probe
     "linear_probe": "results/linear_probe/{dataset}/{model}.json",
     "linear_probe_predictions": "results/linear_probe/{dataset}/{model}.predictions.parquet",
@@ -46,6 +48,7 @@ PATHS: dict[str, str] = {
     "finetune_head": "results/finetune/{dataset}/{model}/head.safetensors",
     "finetune_info": "results/finetune/{dataset}/{model}/finetune.json",
     "finetune_embedding": "results/finetune/{dataset}/{model}/embeddings.parquet",
+    "multilabel_paper_analyses": "results/multilabel/{dataset}/{model}/sadman2025",
     "summary_multilabel": "results/summary/multilabel.parquet",
     "summary_multilabel_csv": "results/summary/multilabel.csv",
     "summary_multilabel_md": "results/summary/multilabel.md",

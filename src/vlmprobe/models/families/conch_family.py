@@ -142,9 +142,20 @@ class ConchFamily(ModelFamily):
 
         return existing(self.weight_files(spec))
 
-    def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
+    def preprocess_without_weights(self, model_id: str, spec: dict[str, Any]) -> Any:
         from torchvision import transforms
 
+        size = int(spec.get("image_size", self._vision(model_id, spec)["image_size"]))
+        return transforms.Compose(
+            [
+                transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
+                transforms.CenterCrop(size),
+                transforms.ToTensor(),
+                transforms.Normalize(OPENAI_MEAN, OPENAI_STD),
+            ]
+        )
+
+    def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         from vlmprobe.models.checkpoints import load_checkpoint_into, sha256
 
         vision = self._vision(model_id, spec)
@@ -153,14 +164,7 @@ class ConchFamily(ModelFamily):
         tower = _tower_class()(output, vision)
         fit = load_checkpoint_into(tower, path, "CONCH conch_ViT-B-16 (visual)", key=spec.get("checkpoint_key")).as_metadata()
         size = int(spec.get("image_size", vision["image_size"]))
-        preprocess = transforms.Compose(
-            [
-                transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
-                transforms.CenterCrop(size),
-                transforms.ToTensor(),
-                transforms.Normalize(OPENAI_MEAN, OPENAI_STD),
-            ]
-        )
+        preprocess = self.preprocess_without_weights(model_id, spec)
         return Encoder(
             model_id=model_id,
             family=self.name,

@@ -153,9 +153,22 @@ class CxrClipFamily(ModelFamily):
 
         return existing(self.weight_files(spec))
 
-    def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
+    def preprocess_without_weights(self, model_id: str, spec: dict[str, Any]) -> Any:
+        """The authors' evaluation transform (configs/transform/clahe.yaml ``test:``), from the spec alone."""
         from torchvision import transforms
 
+        settings, _ = self._settings(model_id, spec)
+        size = int(spec.get("image_size", 224))
+        return transforms.Compose(
+            [
+                transforms.Resize(size),  # bilinear, shortest side (configs/transform/clahe.yaml test:)
+                transforms.CenterCrop(size),
+                transforms.ToTensor(),
+                transforms.Normalize(settings["mean"], settings["std"]),
+            ]
+        )
+
+    def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         from vlmprobe.models.checkpoints import load_checkpoint_into, sha256
         from vlmprobe.models.layouts import checkpoint_shapes
 
@@ -168,14 +181,7 @@ class CxrClipFamily(ModelFamily):
             key=spec.get("checkpoint_key"),
         ).as_metadata()
         size = int(spec.get("image_size", 224))
-        preprocess = transforms.Compose(
-            [
-                transforms.Resize(size),  # bilinear, shortest side (configs/transform/clahe.yaml test:)
-                transforms.CenterCrop(size),
-                transforms.ToTensor(),
-                transforms.Normalize(settings["mean"], settings["std"]),
-            ]
-        )
+        preprocess = self.preprocess_without_weights(model_id, spec)
         tower = tower.eval().to(device)
         import torch
 

@@ -104,16 +104,20 @@ class FlairFamily(ModelFamily):
 
         return existing(self.weight_files(spec))
 
-    def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
+    def preprocess_without_weights(self, model_id: str, spec: dict[str, Any]) -> Any:
+        """Declared so the plan can say why FLAIR reads no pixel cache: the resize runs on floats, after ToTensor."""
         from torchvision import transforms
 
+        return transforms.Compose([transforms.ToTensor(), LongestSideCanvas(int(spec.get("image_size", 512)))])  # [0, 1], no mean/std
+
+    def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         from vlmprobe.models.checkpoints import load_checkpoint_into, sha256
 
         output = spec.get("output", "pooled")
         tower = _tower_class()(output)
         fit = load_checkpoint_into(tower, spec["pretrained"], f"FLAIR {spec['name']}", key=spec.get("checkpoint_key")).as_metadata()
         size = int(spec.get("image_size", 512))
-        preprocess = transforms.Compose([transforms.ToTensor(), LongestSideCanvas(size)])  # [0, 1], no mean/std
+        preprocess = self.preprocess_without_weights(model_id, spec)
         return Encoder(
             model_id=model_id,
             family=self.name,

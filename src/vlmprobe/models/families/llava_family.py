@@ -210,7 +210,13 @@ class PadToSquare:
     """LLaVA's ``expand2square`` at its deterministic offset ``(long - short) // 2``, on the mean colour."""
 
     def __init__(self, mean: tuple[float, ...]):
+        self.mean = tuple(float(x) for x in mean)
         self.fill = tuple(int(x * 255) for x in mean)
+
+    def geometry_step(self) -> dict[str, Any]:
+        """This step as data for the pixel cache (:mod:`vlmprobe.models.pixel_split` rebuilds ``PadToSquare(**arguments)``);
+        a fill of unequal channels keeps a gray image's channels from staying equal."""
+        return {"arguments": {"mean": list(self.mean)}, "channel_symmetric": len(set(self.fill)) == 1}
 
     def __call__(self, image):
         from PIL import Image
@@ -226,6 +232,23 @@ class PadToSquare:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(fill={self.fill}, offset=(long - short) // 2)"
+
+
+def _transform(settings: dict[str, Any], cfg: dict[str, Any]):
+    """LLaVA's image processing: the mean-colour square (``image_aspect_ratio: pad``), CLIP's resize and crop
+    (at the largest S2 scale where S2 is on), [0, 1], normalise."""
+    from torchvision import transforms
+
+    size = max(settings["s2_scales"]) if settings["s2_scales"] else int(cfg["crop_size"])
+    resize = max(settings["s2_scales"]) if settings["s2_scales"] else int(cfg["shortest_edge"])
+    steps = [PadToSquare(tuple(cfg["mean"]))] if settings["pad"] else []
+    steps += [
+        transforms.Resize(resize, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True),
+        transforms.CenterCrop(size),
+        transforms.ToTensor(),
+        transforms.Normalize(list(cfg["mean"]), list(cfg["std"])),
+    ]
+    return transforms.Compose(steps)
 
 
 def _read_image_weights(model_id: str, folder: Path, shards: dict[str, list[str]]) -> dict[str, Any]:
@@ -305,9 +328,13 @@ class LlavaFamily(ModelFamily):
     def weight_files(self, spec: dict[str, Any]) -> list[str]:
         return []  # shards are opened by key (safetensors headers) in check(), never as whole files
 
+    def preprocess_without_weights(self, model_id: str, spec: dict[str, Any]) -> Any:
+        """From the folder's config.json and the tower's processor settings alone (no shard is read)."""
+        config = llava_config(model_id, _folder(model_id, spec))
+        return _transform(_settings(model_id, spec, config), _tower_source(model_id, spec, config)[2])
+
     def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         import torch
-        from torchvision import transforms
         from transformers import CLIPVisionModel
 
         folder = _folder(model_id, spec)
@@ -337,15 +364,7 @@ class LlavaFamily(ModelFamily):
         module = _tower_class()(tower.float(), projector.float(), settings).eval().to(device)
 
         size = max(settings["s2_scales"]) if settings["s2_scales"] else int(cfg["crop_size"])
-        resize = max(settings["s2_scales"]) if settings["s2_scales"] else int(cfg["shortest_edge"])
-        steps = [PadToSquare(tuple(cfg["mean"]))] if settings["pad"] else []
-        steps += [
-            transforms.Resize(resize, interpolation=transforms.InterpolationMode.BICUBIC, antialias=True),
-            transforms.CenterCrop(size),
-            transforms.ToTensor(),
-            transforms.Normalize(list(cfg["mean"]), list(cfg["std"])),
-        ]
-        preprocess = transforms.Compose(steps)
+        preprocess = _transform(settings, cfg)
         with torch.no_grad():
             embed_dim = int(module(torch.zeros(1, 3, size, size, device=device)).shape[-1])
         return Encoder(

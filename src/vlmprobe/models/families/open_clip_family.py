@@ -103,6 +103,57 @@ def open_clip_checkpoint_filter(state: dict[str, Any], model) -> dict[str, Any]:
     return state
 
 
+def _create_arguments(model_id: str, spec: dict[str, Any]) -> tuple[str, str | None, Path | None, dict[str, Any]]:
+    """(name, pretrained tag, checkpoint file, keyword arguments) for ``open_clip.create_model_and_transforms``."""
+    open_clip = _open_clip()
+    name, pretrained = _source(spec)
+    checkpoint = None
+    kwargs: dict[str, Any] = {}
+    if spec.get("image_size"):
+        kwargs["force_image_size"] = int(spec["image_size"])
+    preprocess_override = spec.get("preprocess")
+    if isinstance(pretrained, str) and pretrained not in open_clip.list_pretrained_tags_by_model(name):
+        checkpoint = Path(pretrained)
+        preprocess_override = _file_preprocess(model_id, spec, checkpoint)
+        pretrained = None
+    for key in ("mean", "std", "interpolation", "resize_mode"):
+        if preprocess_override and preprocess_override.get(key) is not None:
+            value = preprocess_override[key]
+            kwargs[f"image_{key}"] = tuple(value) if isinstance(value, list) else value
+    return name, pretrained, checkpoint, kwargs
+
+
+def _preprocess_cfg(model_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing ``open_clip.create_model`` settles on (``open_clip/factory.py``, create_model: defaults,
+    then the source's ``preprocess_cfg`` or the tag's, the vision tower's image size, then the forced values),
+    read from configs alone: no model is built and no weights are read."""
+    from dataclasses import asdict
+
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict, merge_preprocess_kwargs
+
+    from vlmprobe.models.hub_registry import check_open_clip_hub
+
+    open_clip = _open_clip()
+    name, pretrained, _, kwargs = _create_arguments(model_id, spec)
+    cfg = asdict(PreprocessCfg())
+    if name.startswith("local-dir:"):
+        source = json.loads((Path(name[len("local-dir:") :]) / "open_clip_config.json").read_text())
+        model_cfg, cfg = source["model_cfg"], merge_preprocess_dict(cfg, source.get("preprocess_cfg", {}))
+    elif name.startswith("hf-hub:"):
+        source = check_open_clip_hub(model_id, name[len("hf-hub:") :])
+        model_cfg, cfg = source["model_cfg"], merge_preprocess_dict(cfg, source.get("preprocess_cfg", {}))
+    else:
+        model_cfg = open_clip.get_model_config(name.replace("/", "-"))
+        if pretrained:
+            cfg = merge_preprocess_dict(cfg, open_clip.get_pretrained_cfg(name, pretrained) or {})
+    cfg["size"] = kwargs.get("force_image_size", model_cfg["vision_cfg"].get("image_size", cfg["size"]))
+    forced = merge_preprocess_kwargs(
+        {}, mean=kwargs.get("image_mean"), std=kwargs.get("image_std"),
+        interpolation=kwargs.get("image_interpolation"), resize_mode=kwargs.get("image_resize_mode"),
+    )
+    return merge_preprocess_dict(cfg, forced)
+
+
 def _fitting_architectures(checkpoint, name: str) -> list[str]:
     from vlmprobe.models.checkpoints import architectures_fitting, close_names
 
@@ -156,6 +207,11 @@ class OpenClipFamily(ModelFamily):
             f"use one of {tags}, a checkpoint file path, or null for random weights.",
         )
 
+    def preprocess_without_weights(self, model_id: str, spec: dict[str, Any]) -> Any:
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
+        return image_transform_v2(PreprocessCfg(**_preprocess_cfg(model_id, spec)), is_train=False)
+
     def input_files(self, spec: dict[str, Any]) -> list[str]:
         """The weights, plus a ``local-dir:`` folder's ``open_clip_config.json`` (it defines the architecture)."""
         name, _ = _source(spec)
@@ -204,20 +260,7 @@ class OpenClipFamily(ModelFamily):
         from vlmprobe.models.checkpoints import load_checkpoint_into, sha256
 
         open_clip = _open_clip()
-        name, pretrained = _source(spec)
-        checkpoint = None
-        kwargs: dict[str, Any] = {}
-        if spec.get("image_size"):
-            kwargs["force_image_size"] = int(spec["image_size"])
-        preprocess_override = spec.get("preprocess")
-        if isinstance(pretrained, str) and pretrained not in open_clip.list_pretrained_tags_by_model(name):
-            checkpoint = Path(pretrained)
-            preprocess_override = _file_preprocess(model_id, spec, checkpoint)
-            pretrained = None
-        for key in ("mean", "std", "interpolation", "resize_mode"):
-            if preprocess_override and preprocess_override.get(key) is not None:
-                value = preprocess_override[key]
-                kwargs[f"image_{key}"] = tuple(value) if isinstance(value, list) else value
+        name, pretrained, checkpoint, kwargs = _create_arguments(model_id, spec)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, **kwargs)
         except VlmprobeError:

@@ -18,6 +18,17 @@ from vlmprobe.models.base import (
 )
 
 
+def _transform(spec: dict[str, Any]):
+    from torchvision import transforms
+
+    size = int(spec.get("image_size", 32))
+    steps = [transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BILINEAR, antialias=True)]
+    if spec.get("grayscale", True):
+        steps.append(transforms.Grayscale(num_output_channels=1))
+    steps.append(transforms.ToTensor())
+    return transforms.Compose(steps)
+
+
 @register_family
 class PixelsFamily(ModelFamily):
     name = "pixels"
@@ -26,17 +37,15 @@ class PixelsFamily(ModelFamily):
     def check(self, model_id: str, spec: dict[str, Any]) -> None:
         return None
 
+    def preprocess_without_weights(self, model_id: str, spec: dict[str, Any]) -> Any:
+        return _transform(spec)
+
     def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         import torch
-        from torchvision import transforms
 
         size = int(spec.get("image_size", 32))
         grayscale = bool(spec.get("grayscale", True))
-        steps = [transforms.Resize((size, size), interpolation=transforms.InterpolationMode.BILINEAR, antialias=True)]
-        if grayscale:
-            steps.append(transforms.Grayscale(num_output_channels=1))
-        steps.append(transforms.ToTensor())
-        preprocess = transforms.Compose(steps)
+        preprocess = _transform(spec)
         channels = 1 if grayscale else 3
         return Encoder(
             model_id=model_id,

@@ -56,10 +56,42 @@ def _fitting_architectures(checkpoint, name: str, kwargs: dict[str, Any]) -> lis
 PREPROCESS_KEYS = frozenset({"mean", "std", "interpolation", "crop_pct", "crop_mode"})
 
 
+def _overrides(spec: dict[str, Any]) -> dict[str, Any]:
+    """``image_size`` and ``preprocess:`` as overrides of timm's data config (keys vetted by ``check``)."""
+    overrides: dict[str, Any] = {"input_size": (3, int(spec["image_size"]), int(spec["image_size"]))} if spec.get("image_size") else {}
+    for key, value in dict(spec.get("preprocess") or {}).items():
+        overrides[key] = tuple(value) if isinstance(value, list) else value
+    return overrides
+
+
+def _pretrained_cfg(model_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The ``pretrained_cfg`` ``timm.create_model`` gives the model, without creating it: the registry's for a
+    name (its default tag's for an untagged one), a hub repository's own (read offline) over timm's defaults."""
+    from timm.models import get_pretrained_cfg
+    from timm.models._pretrained import PretrainedCfg
+
+    from vlmprobe.models.hub_registry import check_timm_hub, strip_hub_prefix
+
+    repo = strip_hub_prefix(str(spec["name"]))
+    if repo is not None:
+        return PretrainedCfg(**dict(check_timm_hub(model_id, repo).get("pretrained_cfg") or {})).to_dict()
+    cfg = get_pretrained_cfg(str(spec["name"]), allow_unregistered=False)
+    if cfg is None:
+        raise VlmprobeError(f"Model {model_id!r}: timm has no pretrained_cfg for {spec['name']!r}.", "check `name`.")
+    return cfg.to_dict()
+
+
 @register_family
 class TimmFamily(ModelFamily):
     name = "timm"
     trainable = True
+
+    def preprocess_without_weights(self, model_id: str, spec: dict[str, Any]) -> Any:
+        from timm.data import create_transform, resolve_data_config
+
+        # create_model kwargs (img_size, dynamic_img_size, ...) leave the model's pretrained_cfg as it is
+        data_config = resolve_data_config(_overrides(spec), pretrained_cfg=_pretrained_cfg(model_id, spec))
+        return create_transform(**data_config, is_training=False)
 
     def check(self, model_id: str, spec: dict[str, Any]) -> None:
         import timm
@@ -110,10 +142,7 @@ class TimmFamily(ModelFamily):
                 alternatives=lambda checkpoint: _fitting_architectures(checkpoint, name, kwargs),
             ).as_metadata()
             digest = sha256(pretrained)
-        overrides = {"input_size": (3, int(spec["image_size"]), int(spec["image_size"]))} if spec.get("image_size") else {}
-        for key, value in dict(spec.get("preprocess") or {}).items():  # keys vetted by check()
-            overrides[key] = tuple(value) if isinstance(value, list) else value
-        data_config = resolve_data_config(overrides, model=model)
+        data_config = resolve_data_config(_overrides(spec), model=model)
         preprocess = create_transform(**data_config, is_training=False)
         model.eval().to(device)
         return Encoder(

@@ -99,6 +99,19 @@ class TorchvisionFamily(ModelFamily):
             "use DEFAULT, a weights enum name, a checkpoint file, or null.",
         )
 
+    def preprocess_without_weights(self, model_id: str, spec: dict[str, Any]) -> Any:
+        """The weights' own ``transforms()`` (of DEFAULT for random init or files); ``image_size`` resizes and crops to it."""
+        import torchvision
+
+        weights_enum = torchvision.models.get_model_weights(str(spec["name"]))
+        pretrained = spec.get("pretrained")
+        is_enum = isinstance(pretrained, str) and pretrained in {"DEFAULT", *weights_enum.__members__}
+        preprocess = (weights_enum[pretrained] if is_enum else weights_enum.DEFAULT).transforms()
+        if spec.get("image_size"):
+            preprocess.crop_size = [int(spec["image_size"])]
+            preprocess.resize_size = [int(spec["image_size"])]
+        return preprocess
+
     def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         import torch
         import torchvision
@@ -135,10 +148,7 @@ class TorchvisionFamily(ModelFamily):
                 alternatives=lambda checkpoint: _fitting_architectures(checkpoint, name),
             ).as_metadata()
             digest = sha256(pretrained)
-        preprocess = (weights or weights_enum.DEFAULT).transforms()
-        if spec.get("image_size"):
-            preprocess.crop_size = [int(spec["image_size"])]
-            preprocess.resize_size = [int(spec["image_size"])]
+        preprocess = self.preprocess_without_weights(model_id, spec)
         model = model.eval().to(device)
         with torch.no_grad():
             size = preprocess.crop_size[0]

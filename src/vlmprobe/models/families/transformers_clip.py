@@ -121,9 +121,28 @@ def preprocessing(model_id: str, spec: dict[str, Any], known: dict[str, Any] | N
     return chosen
 
 
+def clip_processor_transform(cfg: dict[str, Any]):
+    """CLIPImageProcessor's steps as torchvision transforms: shortest side to size (aspect kept), centre crop, [0, 1], normalise."""
+    from torchvision import transforms
+
+    interpolation = getattr(transforms.InterpolationMode, RESAMPLE[cfg.get("resample", 3)].upper())
+    return transforms.Compose(
+        [
+            transforms.Resize(int(cfg["shortest_edge"]), interpolation=interpolation, antialias=True),
+            transforms.CenterCrop(int(cfg["crop_size"])),
+            transforms.ToTensor(),
+            transforms.Normalize(list(cfg["mean"]), list(cfg["std"])),
+        ]
+    )
+
+
 @register_family
 class TransformersClipFamily(ModelFamily):
     name = "transformers_clip"
+
+    def preprocess_without_weights(self, model_id: str, spec: dict[str, Any]) -> Any:
+        _, _, known = resolve_model(model_id, spec)
+        return clip_processor_transform(preprocessing(model_id, spec, known))
 
     def check(self, model_id: str, spec: dict[str, Any]) -> None:
         output = spec.get("output", "pooled")
@@ -137,7 +156,6 @@ class TransformersClipFamily(ModelFamily):
 
     def load(self, model_id: str, spec: dict[str, Any], device: str = "cpu") -> Encoder:
         import torch
-        from torchvision import transforms
         from transformers import CLIPVisionModel, CLIPVisionModelWithProjection
 
         output = spec.get("output", "pooled")
@@ -161,16 +179,7 @@ class TransformersClipFamily(ModelFamily):
                 "check `name` (is it a CLIP model?) and `output` (`projected` needs a visual_projection in the checkpoint).",
             )
         model.eval().to(device)
-        interpolation = getattr(transforms.InterpolationMode, RESAMPLE[cfg.get("resample", 3)].upper())
-        preprocess = transforms.Compose(
-            [
-                # CLIPImageProcessor's steps: shortest side to size (aspect kept), centre crop, [0, 1], normalise
-                transforms.Resize(int(cfg["shortest_edge"]), interpolation=interpolation, antialias=True),
-                transforms.CenterCrop(int(cfg["crop_size"])),
-                transforms.ToTensor(),
-                transforms.Normalize(list(cfg["mean"]), list(cfg["std"])),
-            ]
-        )
+        preprocess = clip_processor_transform(cfg)
         tower = VisionTower(model, output)
         with torch.no_grad():
             size = int(cfg["crop_size"])

@@ -1,0 +1,84 @@
+"""The pixel-cache jobs of the embed stage: one per (dataset, geometry), shared by every model with that geometry.
+
+A model's geometry is the geometric part of its preprocessing (:mod:`vlmprobe.models.pixel_split`), known at plan
+time where its family builds the preprocessing from the spec alone
+(:meth:`vlmprobe.models.base.ModelFamily.preprocess_without_weights`). Models whose geometry is not known here,
+or whose preprocessing does not split exactly, have no cache job: their embedding decodes every image, and its
+table's ``pixels`` metadata says why (:attr:`PixelCaches.reasons`). ``embedding: pixel_cache: false`` turns the
+caches off.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from vlmprobe.plan.paths import path
+
+GEOMETRY_PATTERN = r"[0-9]+x[0-9]+(-gray)?-[0-9a-f]{10}"
+"""The ``{geometry}`` wildcard: ``PixelSplit.name``, e.g. ``224x224-3f2a9c1b7d``."""
+
+
+@functools.lru_cache(maxsize=256)
+def _planned_split(model: str, spec_json: str) -> tuple[Any, str | None]:
+    from vlmprobe.models.pixel_split import planned_split
+
+    return planned_split(model, json.loads(spec_json))  # cached: every DAG build plans every model
+
+
+class PixelCaches:
+    """Which models share which pixel cache, the cache jobs and their inputs and params."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.datasets = list(config["datasets"])
+        self.enabled = bool(config.get("embedding", {}).get("pixel_cache", True))
+        self.splits: dict[str, Any] = {}
+        """model -> its PixelSplit, for every model that reads a cache."""
+        self.reasons: dict[str, str] = {}
+        """model -> why it decodes its images itself."""
+        for model, spec in config["models"].items():
+            if not self.enabled:
+                self.reasons[model] = "`embedding: pixel_cache: false`"
+                continue
+            split, reason = _planned_split(model, json.dumps(spec, sort_keys=True, default=str))
+            if split is None:
+                self.reasons[model] = reason
+            else:
+                self.splits[model] = split
+        self.geometries = {split.name: split for split in self.splits.values()}
+
+    def models_of(self, geometry: str) -> list[str]:
+        return [model for model, split in self.splits.items() if split.name == geometry]
+
+    def jobs(self) -> list[tuple[str, str]]:
+        """(dataset, geometry) of every cache job: one per distinct geometry, however many models share it."""
+        return [(dataset, geometry) for dataset in self.datasets for geometry in sorted(self.geometries)]
+
+    def targets(self) -> list[str]:
+        return [path("pixel_cache", dataset=d, geometry=g) for d, g in self.jobs()]
+
+    # input functions and params (Snakemake calls them with the job's wildcards)
+
+    def embed_inputs(self, wildcards) -> dict[str, str]:
+        """The cache an embedding job reads (``pixel_cache``, ``pixel_index``), or nothing when it decodes itself."""
+        split = self.splits.get(wildcards.model)
+        if split is None:
+            return {}
+        names = {"dataset": wildcards.dataset, "geometry": split.name}
+        return {"pixel_cache": path("pixel_cache", **names), "pixel_index": path("pixel_index", **names)}
+
+    def geometry(self, wildcards) -> dict[str, Any]:
+        """The cache job's param: the geometry as data (what the pixels depend on, with the files)."""
+        return self.geometries[wildcards.geometry].geometry_params()
+
+    def runtime_min(self, wildcards, input, attempt) -> int:
+        # ~30 core-ms to decode and resize a 1024-px PNG, on the rule's 4 threads; a slow network file system
+        # and hashing every file double it
+        import pyarrow.parquet as pq
+
+        try:
+            rows = pq.read_metadata(input.manifest).num_rows
+        except (OSError, AttributeError, TypeError, ValueError):
+            rows = 20_000
+        return (10 + rows // 2_000) * attempt
