@@ -29,6 +29,14 @@ from vlmprobe.formats.umap_grid import read_cell
 N = 120
 
 
+def current_umask() -> int:
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 @pytest.fixture(scope="module")
 def explorer(tmp_path_factory) -> dict[str, Path]:
     paths = write_explorer_inputs(tmp_path_factory.mktemp("explore"), n=N)
@@ -50,6 +58,7 @@ def test_thumbnails_are_sprite_sheets_in_manifest_order(explorer):
     table, _ = read_manifest(explorer["manifest"])
     assert index.sample_ids == table.column("sample_id").to_pylist()
     assert index.sheets == ["sheet_000.jpg"] and index.per_sheet == 256
+    assert explorer["thumbnails"].stat().st_mode & 0o777 == 0o777 & ~current_umask()
     sheet = Image.open(explorer["thumbnails"] / "sheet_000.jpg")
     assert sheet.size == (16 * 96, 8 * 96)  # 120 images: 8 rows of 16
     for i in (0, 1, 2, 37):  # the centre of thumbnail i is its class colour
@@ -227,6 +236,26 @@ def test_a_box_selection_returns_the_points_inside(page, explorer):
     assert counts and counts[0].startswith("class_0")
     page.evaluate("document.getElementById('reset').click()")
     assert page.evaluate("explorer.selectedIds()") == []
+
+
+@needs_browser
+def test_a_lasso_selection_returns_the_points_inside(page, explorer):
+    ids, xy = read_cell(explorer["coords"], 15, 0.1)
+    cx, cy = page.evaluate("explorer.pagePosition(explorer.indexOf('s00001'))")  # class_1, the middle blob
+    left, top, right, bottom = cx - 60, cy - 200, cx + 60, cy + 200
+    page.evaluate("document.querySelector('input[name=tool][value=lasso]').click()")
+    corners = [(left, top), (right, top), (right, bottom), (left, bottom), (left, top)]
+    page.mouse("mouseMoved", left, top)
+    page.mouse("mousePressed", left, top, button="left", clickCount=1)
+    for (xa, ya), (xb, yb) in zip(corners, corners[1:]):
+        for step in range(1, 6):
+            page.mouse("mouseMoved", xa + (xb - xa) * step / 5, ya + (yb - ya) * step / 5, button="left")
+    page.mouse("mouseReleased", left, top, button="left", clickCount=1)
+    (x0, y1), (x1, y0) = page.evaluate(f"explorer.dataAt({left}, {top})"), page.evaluate(f"explorer.dataAt({right}, {bottom})")
+    expected = sorted(sid for sid, (x, y) in zip(ids, xy) if x0 < x < x1 and y0 < y < y1)
+    assert expected and len(expected) < N
+    assert sorted(page.evaluate("explorer.selectedIds()")) == expected
+    page.evaluate("document.querySelector('input[name=tool][value=box]').click(); document.getElementById('reset').click()")
 
 
 @needs_browser

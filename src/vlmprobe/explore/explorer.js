@@ -114,15 +114,22 @@
       pixels.fill(0xffffffff);
       const words = colours.map((c) => pixelWord(c, 1)), dimWords = colours.map((c) => pixelWord(c, 0.18));
       const half = Math.max(1, Math.round(radius * scale));
+      const off = new Uint8Array(colours.length);
+      for (const c of hidden) off[c] = 1;
       for (const pass of anySelected ? [0, 1] : [1]) {
+        const passWords = pass === 0 ? dimWords : words;
         for (let k = 0; k < N; k++) {
           const i = order[k], c = codes[i];
-          if (hidden.has(c) || (anySelected && selectedMask[i] !== pass)) continue;
-          const px = Math.round(SX[i] * scale), py = Math.round(SY[i] * scale);
+          if (off[c] || (anySelected && selectedMask[i] !== pass)) continue;
+          const px = (SX[i] * scale + 0.5) | 0, py = (SY[i] * scale + 0.5) | 0;
           if (px < -half || py < -half || px >= W + half || py >= H + half) continue;
-          const word = pass === 0 ? dimWords[c] : words[c];
-          const x0 = Math.max(0, px - half), x1 = Math.min(W, px + half), y1 = Math.min(H, py + half);
-          for (let y = Math.max(0, py - half); y < y1; y++) pixels.fill(word, y * W + x0, y * W + x1);
+          const word = passWords[c];
+          const x0 = px - half < 0 ? 0 : px - half, x1 = px + half > W ? W : px + half;
+          const y0 = py - half < 0 ? 0 : py - half, y1 = py + half > H ? H : py + half;
+          for (let y = y0; y < y1; y++) {
+            const row = y * W;
+            for (let x = x0; x < x1; x++) pixels[row + x] = word;
+          }
           count++;
         }
       }

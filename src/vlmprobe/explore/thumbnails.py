@@ -71,6 +71,9 @@ def write_thumbnails(paths: list[str], sample_ids: list[str], out_dir: str | Pat
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    scratch.chmod(0o777 & ~umask)  # mkdtemp's folder is private; the thumbnails are as readable as any result
     try:
         per_sheet = columns * columns
         sheets = []
