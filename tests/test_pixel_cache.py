@@ -197,6 +197,31 @@ def test_model_inputs_from_the_cache_equal_decoding_afresh(case, dataset, tmp_pa
     assert torch.equal(to_model(torch.from_numpy(np.array(cache.pixels)), planned, "cpu"), fresh)
 
 
+def test_dicom_images_through_the_cache_equal_decoding_afresh(tmp_path):
+    """Real DICOM files (pydicom's test data: CT and MR, MONOCHROME2, 16-bit) named by frame references, as the
+    dicom dataset kind writes them: kept as one channel, and the model inputs are the ones decoding afresh gives."""
+    from pydicom.data import get_testdata_file
+
+    from vlmprobe.datasets.manifest import build_manifest, write_manifest
+    from vlmprobe.datasets.records import Record
+    from vlmprobe.dicom import dicom_reference
+
+    files = [get_testdata_file("CT_small.dcm"), get_testdata_file("MR_small.dcm")]
+    records = [Record(sample_id=f"s{i}", path=dicom_reference(files[i % 2], voi=("first", "none")[i % 3 == 0]), labels=(("ct", "mr")[i % 2],)) for i in range(12)]
+    manifest = tmp_path / "dicom.parquet"
+    write_manifest(manifest, build_manifest("dicom", {"kind": "dicom"}, records, False, seed=0, test_fraction=0.2, n_folds=2))
+    split, _ = planned_split("vit", TINY_VIT)
+    cache = (tmp_path / "c.npy", tmp_path / "c.parquet")
+    fill_cache(manifest, split, *cache, workers=0, progress=False)
+    sample_ids, paths = manifest_paths(manifest)
+    opened = open_cache(*cache, split, sample_ids, paths)
+    assert not isinstance(opened, str), opened
+    assert opened.pixels.shape == (12, 64, 64, 1) and opened.meta["versions"]["vlmprobe.images"]
+    transform = family_of("vit", TINY_VIT).preprocess_without_weights("vit", TINY_VIT)
+    fresh = torch.stack([transform(load_image(p)) for p in paths]).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(to_model(torch.from_numpy(np.array(opened.pixels)), split, "cpu"), fresh)
+
+
 def test_a_gray_dataset_is_kept_as_one_channel(tmp_path):
     root = write_images(tmp_path / "gray", colour=False)
     manifest = tmp_path / "m.parquet"

@@ -50,13 +50,15 @@ def pixel_versions() -> dict[str, str]:
 
     import vlmprobe.images
 
-    # the conversion's own source: any change to how images are read refills every cache
-    conversion = hashlib.sha256(Path(vlmprobe.images.__file__).read_bytes()).hexdigest()[:16]
+    # the conversion's own source (and the DICOM display it calls): any change to how images are read refills every cache
+    import vlmprobe.dicom
+
+    conversion = hashlib.sha256(Path(vlmprobe.images.__file__).read_bytes() + Path(vlmprobe.dicom.__file__).read_bytes()).hexdigest()[:16]
     return {"cache": str(CACHE_VERSION), "pillow": PIL.__version__, "torchvision": torchvision.__version__, "numpy": np.__version__, "vlmprobe.images": conversion}
 
 
 def source_file(path: str) -> str:
-    """The file a manifest path reads (an ``.npz`` for ``file.npz::array::row``)."""
+    """The file a manifest path reads (the ``.npz`` of ``file.npz::array::row``, the DICOM file of a frame reference)."""
     return path.split(NPZ_SEPARATOR)[0] if NPZ_SEPARATOR in path else path
 
 
@@ -94,6 +96,14 @@ def _is_gray(path: str) -> bool:
     """Whether ``load_image`` gives R = G = B for this image, from its header (or array shape) alone."""
     from PIL import Image
 
+    from vlmprobe.dicom import parse_reference, read_dataset
+
+    try:
+        reference = parse_reference(path)
+        if reference is not None:  # displayed from a monochrome DICOM as 8-bit gray, then RGB
+            return str(read_dataset(reference[0], pixels=False).get("PhotometricInterpretation", "")).startswith("MONOCHROME")
+    except VlmprobeError:
+        return False  # reported with its fix when the image is decoded
     if NPZ_SEPARATOR in path:
         npz_path, array, _ = path.split(NPZ_SEPARATOR)
         from vlmprobe.images import _npz_array
