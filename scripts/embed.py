@@ -18,7 +18,8 @@ def main(smk):
         threads=smk.threads,
         precision=spec.get("precision", "auto"),
         chunk_images=runtime.get("chunk_images", 2048),
-        pixel_cache=(smk.input.pixel_cache, smk.input.pixel_index) if "pixel_cache" in smk.input.keys() else None,
+        # one file each where the model reads a pixel cache, an empty list where it decodes the images itself
+        pixel_cache=(smk.input.pixel_cache, smk.input.pixel_index) if isinstance(smk.input.pixel_cache, str) else None,
         no_cache_reason=None if runtime.get("pixel_cache", True) else "`embedding: pixel_cache: false`",
     )
 

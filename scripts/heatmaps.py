@@ -29,6 +29,7 @@ def main(smk):
         rows_per_page=runtime.get("rows_per_page", 8),
         device=runtime.get("device", "auto"),
         batch_size=runtime.get("batch_size", 16),
+        protocol=options.get("protocol", "vlmprobe"),
     )
 
 

@@ -15,6 +15,7 @@ def main(smk):
         csv_path=smk.output.csv,
         markdown_path=smk.output.markdown,
         skipped=list(smk.params.skipped),
+        analyses_dirs=list(smk.input.analyses),
     )
 
 

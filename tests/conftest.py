@@ -24,6 +24,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 def pytest_configure(config):
     config.addinivalue_line("markers", "slurm: needs a real single-node SLURM cluster (started by the test)")
     config.addinivalue_line("markers", "workflow: runs Snakemake end to end")
+    config.addinivalue_line("markers", "gpu: needs CUDA (skipped with the reason elsewhere); `bash bench/gpu_check.sh` runs them on a GPU node")
     config.addinivalue_line("markers", "slow: takes more than ~10 s (every workflow and slurm test, and long training); skip with -m 'not slow'")
 
 

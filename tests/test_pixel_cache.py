@@ -304,12 +304,13 @@ def test_two_models_with_one_geometry_plan_one_cache_job():
     caches = plan.pixel_caches
     assert caches.splits["vit-a"].name == caches.splits["vit-b"].name  # mean/std differ, geometry does not
     assert len(caches.geometries) == 3 and len(caches.jobs()) == 6
-    inputs = caches.embed_inputs(wildcards(dataset="cxr", model="vit-b"))
-    assert inputs == caches.embed_inputs(wildcards(dataset="cxr", model="vit-a"))
-    assert inputs["pixel_cache"] == f"results/pixels/cxr/{caches.splits['vit-a'].name}.npy"
+    inputs = caches.embed_pixels(wildcards(dataset="cxr", model="vit-b")), caches.embed_pixel_index(wildcards(dataset="cxr", model="vit-b"))
+    assert inputs == (caches.embed_pixels(wildcards(dataset="cxr", model="vit-a")), caches.embed_pixel_index(wildcards(dataset="cxr", model="vit-a")))
+    name = caches.splits["vit-a"].name
+    assert inputs == (f"results/pixels/cxr/{name}.npy", f"results/pixels/cxr/{name}.parquet")
     assert caches.geometry(wildcards(geometry=caches.splits["vit-a"].name))["size"] == [64, 64]
     off = plan_of({"cxr": cxr}, models, embedding={"pixel_cache": False}).pixel_caches
-    assert off.jobs() == [] and off.embed_inputs(wildcards(dataset="cxr", model="vit-a")) == {}
+    assert off.jobs() == [] and off.embed_pixels(wildcards(dataset="cxr", model="vit-a")) == []
     assert off.reasons["vit-a"] == "`embedding: pixel_cache: false`"
 
 

@@ -401,6 +401,18 @@ def test_the_cross_checks_ask_the_new_family_too(toy_families):
     assert "toy-full" in text  # the fix names the trainable families, the new one included
 
 
+def test_protocol_sadman2025_adds_the_notebooks_analyses_and_grad_cam():
+    datasets = {"iu": {"kind": "iu-xray", "root": "data/iu"}}
+    ours = plan_of(datasets, {"vit": TINY_VIT})
+    assert ours.paper_analyses.dirs() == [] and "protocol" not in ours.heatmap_options(wildcards(dataset="iu", model="vit", setting="zs"))
+    paper = plan_of(datasets, {"vit": TINY_VIT}, multilabel={"protocol": "sadman2025"})
+    folder = path("multilabel_paper_analyses", dataset="iu", model="vit")
+    assert paper.paper_analyses.dirs() == [folder] and folder in paper.all_targets()
+    inputs = paper.paper_analyses.inputs(wildcards(dataset="iu", model="vit"))
+    assert {"zs_predictions", "lp_predictions", "ft_predictions", "lp_head", "ft_head", "ft_embeddings", "ft_info"} <= set(inputs)
+    assert paper.heatmap_options(wildcards(dataset="iu", model="vit", setting="zs"))["protocol"] == "sadman2025"
+
+
 # -- probes (vlmprobe.plan.probes) ---------------------------------------------------------------------
 
 

@@ -353,3 +353,59 @@ def test_paper_finetuning_uses_the_notebooks_settings(tiny_study, tmp_path):
     assert stored.metadata["protocol"] == "sadman2025"
     np.testing.assert_allclose(stored.scores.min(axis=1), 0.0, atol=1e-9)
     np.testing.assert_array_equal(stored.predicted, stored.scores > 0.5)
+
+
+# ------------------------------------------------------------------------------------------------ distance intervals
+
+
+def test_single_class_distance_intervals_resample_within_classes():
+    """An ordinary resample misses a one-sample class most of the time; within-class resampling never does,
+    every resample counts, and each resample's distances are compute_separability's on the resampled rows."""
+    from vlmprobe.multilabel.metrics import bootstrap_intervals
+    from vlmprobe.multilabel.protocols import single_class_distances, stratified_bootstrap_weights
+
+    rng = np.random.default_rng(5)
+    groups = np.array([0] * 20 + [1] * 12 + [2] * 1 + [3] * 2)
+    x = rng.normal(size=(len(groups), 6)) + groups[:, None]
+    y = groups[:, None] == np.arange(4)[None, :]
+    weights = stratified_bootstrap_weights(groups, 40, seed=3)
+    for g in range(4):
+        assert (weights[:, groups == g].sum(axis=1) == (groups == g).sum()).all()
+    assert np.array_equal(weights, stratified_bootstrap_weights(groups, 40, seed=3))
+    # resample 0 by hand: repeat the rows, then the notebook's distances
+    rows = np.repeat(np.arange(len(groups)), weights[0])
+    direct = single_class_distances(x[rows], groups[rows])
+    scores = rng.random(y.shape)
+    intervals = bootstrap_intervals(y, scores, y, x, n_resamples=40, seed=3, distance_indicator=y, distance_strata=groups)
+    from vlmprobe.multilabel.metrics import weighted_metrics
+
+    resampled = weighted_metrics(y, scores, y, x, weights[:1], distance_indicator=y)
+    assert math.isclose(resampled["inter_class_distance"][0], direct["inter_class_distance"], rel_tol=1e-9)
+    assert math.isclose(resampled["intra_class_distance"][0], direct["intra_class_distance"], rel_tol=1e-9)
+    for name in ("inter_class_distance", "intra_class_distance", "distance_ratio"):
+        assert intervals[name]["n_valid"] == 40 and intervals[name]["low"] is not None and "within" in intervals[name]["resampling"]
+    # the ordinary bootstrap drops resamples without class 2: no interval from that remainder
+    plain = bootstrap_intervals(y, scores, y, x, n_resamples=40, seed=3, distance_indicator=y)
+    assert plain["distance_ratio"]["n_valid"] < 40 and plain["distance_ratio"]["low"] is None
+    assert plain["distance_ratio"]["note"].startswith("not estimable")
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")  # the context objects are built, not entered, on a CPU
+def test_finetune_precision_is_the_notebooks_under_sadman2025():
+    """fp16 autocast for training steps only (the notebook's _train_epoch); validation without autocast (_inference).
+    The CUDA dtype choice itself is in run_finetune; here the switch every step goes through."""
+    import dataclasses
+
+    import torch
+
+    from vlmprobe.multilabel.finetune.model import Run
+
+    fields = {f.name: None for f in dataclasses.fields(Run) if f.default is dataclasses.MISSING}
+    paper = Run(**{**fields, "paper": True, "amp_dtype": torch.float16})
+    ours = Run(**{**fields, "paper": False, "amp_dtype": torch.bfloat16})
+    assert paper.autocast().fast_dtype == torch.float16 and paper.autocast().device == "cuda"
+    assert paper.autocast(training=False).device == "cpu" and not paper.autocast(training=False)._enabled
+    assert ours.autocast(training=False).fast_dtype == torch.bfloat16  # our protocol validates under autocast too
+    from vlmprobe.multilabel.protocols import FINETUNE
+
+    assert "GradScaler" in FINETUNE["precision"] and "fp32 validation" in FINETUNE["precision"]

@@ -203,3 +203,21 @@ def test_a_reference_table_without_a_known_protocol_must_name_one():
     assert paper_protocol({"table": "my.csv", "protocol": "vlmprobe"}) == "vlmprobe"
     with pytest.raises(VlmprobeError, match="protocol"):
         paper_protocol({"table": "my.csv"})
+
+
+def test_paper_notes_say_where_the_paper_disagrees_with_itself():
+    """Sadman et al. print zs ratio 1.506, but their own 31.890 / 21.160 = 1.5071 (and no rounding of the two
+    distances reaches 1.506); lp and ft are consistent. The notes travel beside the paper's numbers."""
+    from vlmprobe.reference.compare import paper_notes
+
+    reference = reference_table("sadman2025_iuxray")
+    notes = paper_notes("sadman2025_iuxray", reference)
+    assert 31.890 / 21.160 == pytest.approx(1.5071, abs=1e-4) and round(31.8905 / 21.1595, 3) != 1.506
+    assert "1.506 is not its own 31.890 / 21.160 = 1.5071" in notes[("zs", "ratio")]
+    assert ("lp", "ratio") not in notes and ("ft", "ratio") not in notes
+    assert ("zs", "inter_class_distance") in notes and ("ft", "coverage_error") in notes
+    comparison = compare_settings(None, reference, METRICS, notes=notes)
+    zs_ratio = comparison.filter((pl.col("setting") == "zs") & (pl.col("metric") == "ratio"))
+    assert zs_ratio["paper_note"].to_list() == [notes[("zs", "ratio")]]
+    made_up = pl.DataFrame({"setting": ["a"], "inter_class_distance": [10.0], "intra_class_distance": [4.0], "ratio": [2.5]})
+    assert paper_notes("made_up.csv", made_up) == {}

@@ -19,5 +19,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 TINY_VIT = {"family": "open_clip", "name": "vlmprobe-vit-tiny", "pretrained": None}
+TINY_TIMM_VIT = {"family": "open_clip", "name": "vlmprobe-vit-timm-tiny", "pretrained": None}  # BiomedCLIP-like: timm ViT tower, class-token pooled
 TINY_RN = {"family": "open_clip", "name": "vlmprobe-rn-tiny", "pretrained": None}
 PIXELS = {"family": "pixels", "image_size": 16}

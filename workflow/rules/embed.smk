@@ -20,12 +20,12 @@ rule check_model:
 
 rule pixel_cache:
     # A dataset decoded once per geometry (resize, crop) into uint8 pixels that every model with that
-    # geometry reads: a CPU job, so GPU jobs spend no time decoding. temp(): it lives while a job needs it.
+    # geometry reads: a CPU job, so GPU jobs spend no time decoding.
     input:
         manifest=plan.paths["manifest"],
     output:
-        pixels=temp(plan.paths["pixel_cache"]),
-        index=temp(plan.paths["pixel_index"]),
+        pixels=plan.paths["pixel_cache"],
+        index=plan.paths["pixel_index"],
     log:
         plan.log("pixel_cache", "{dataset}/{geometry}"),
     benchmark:
@@ -44,8 +44,10 @@ rule pixel_cache:
 
 rule embed:
     input:
-        unpack(plan.pixel_caches.embed_inputs),
         manifest=plan.paths["manifest"],
+        # ancient: a cache made for a model added later leaves the tables already made from it valid
+        pixel_cache=ancient(plan.pixel_caches.embed_pixels),
+        pixel_index=ancient(plan.pixel_caches.embed_pixel_index),
         check=plan.paths["model_check"],
         weights=plan.model_input_files,
     output:

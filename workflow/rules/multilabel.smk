@@ -117,10 +117,42 @@ rule multilabel_metrics:
         "../../scripts/multilabel_metrics.py"
 
 
+rule multilabel_paper_analyses:
+    # Protocol sadman2025 only: the notebook's threshold sweep, score maps with per-domain P/R/F1, class counts,
+    # loss curves and PCA / UMAP / TriMap projections of one (dataset, model).
+    input:
+        unpack(plan.paper_analyses.inputs),
+    output:
+        report(
+            directory(plan.paths["multilabel_paper_analyses"]),
+            patterns=["{name}.png"],
+            caption="../report/paper_analyses.rst",
+            category="Multi-label study",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "model": "{model}", "figure": "{name}"},
+        ),
+    log:
+        plan.log("multilabel_paper_analyses", "{dataset}/{model}"),
+    benchmark:
+        plan.benchmark("multilabel_paper_analyses", "{dataset}/{model}")
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=plan.resources.cpu_mem_mb,
+        runtime=plan.resources.cpu_runtime_min,
+    params:
+        expected_spec=plan.model_spec,
+        seed=plan.seed,
+    script:
+        "../../scripts/multilabel_paper_analyses.py"
+
+
 rule summary_multilabel:
     # every setting's metrics in the paper's layout, and why the others did not run
     input:
         results=plan.multilabel_results(),
+        analyses=plan.paper_analyses.dirs(),
     output:
         table=plan.paths["summary_multilabel"],
         csv=plan.paths["summary_multilabel_csv"],

@@ -24,7 +24,7 @@ PANEL_INCHES = 2.1
 class MapPanel:
     label: str
     kind: str
-    """'true' or 'false_positive'."""
+    """'true', 'false_positive', or 'absent' (protocol sadman2025 draws every class)."""
     score: float
     cam: np.ndarray
     """(H, W) at the image's size, larger = more attribution."""
@@ -81,7 +81,7 @@ def draw_overlay(ax, image: np.ndarray, cam: np.ndarray | None, boxes: Sequence[
 
 
 def panel_title(panel: MapPanel) -> str:
-    kind = "true" if panel.kind == "true" else "top FP"
+    kind = {"true": "true", "false_positive": "top FP"}.get(panel.kind, panel.kind)
     title = f"{panel.label} ({kind}) {panel.score:.2f}"
     if panel.pointing_hit is not None:
         title += "  hit" if panel.pointing_hit >= 0.5 else "  miss"
@@ -112,7 +112,7 @@ def overlay_pages(rows: Sequence[ImageRow], title: str, rows_per_page: int = 8) 
                 ax = axes[i][j]
                 ax.axis("on")
                 draw_overlay(ax, row.image, panel.cam, panel.boxes, panel_title(panel))
-                if panel.kind != "true":
+                if panel.kind == "false_positive":
                     for spine in ax.spines.values():
                         spine.set_edgecolor(FALSE_POSITIVE_COLOUR)
                         spine.set_linewidth(1.5)
@@ -133,6 +133,8 @@ class ComparisonRow:
     cams: dict[str, np.ndarray | None]
     """setting -> map at the image's size (None: that setting has no map for this label)."""
     hits: dict[str, float | None] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    """setting -> text after the heading (protocol sadman2025: the notebook's title probability)."""
 
 
 SETTING_TITLES = {"zs": "zero-shot", "lp": "linear probe", "ft": "fine-tuned"}
@@ -154,7 +156,8 @@ def settings_comparison(rows: Sequence[ComparisonRow], settings: Sequence[str], 
     for i, row in enumerate(rows):
         ax = axes[i][0]
         ax.axis("on")
-        draw_overlay(ax, row.image, None, row.boxes, f"{row.sample_id}\n{row.label} (annotation)", mark_max=False)
+        caption = "annotation" if row.boxes or not row.notes else "no annotation"
+        draw_overlay(ax, row.image, None, row.boxes, f"{row.sample_id}\n{row.label} ({caption})", mark_max=False)
         for j, setting in enumerate(settings, start=1):
             cam = row.cams.get(setting)
             ax = axes[i][j]
@@ -163,6 +166,8 @@ def settings_comparison(rows: Sequence[ComparisonRow], settings: Sequence[str], 
             hit = row.hits.get(setting)
             if hit is not None:
                 heading += "  hit" if hit >= 0.5 else "  miss"
+            if setting in row.notes:
+                heading += f"\n{row.notes[setting]}"
             draw_overlay(ax, row.image, cam, row.boxes, heading if cam is not None else f"{heading}: no map")
     figure.suptitle(title, fontsize=9)
     return figure

@@ -29,6 +29,23 @@ class ZeroShotScorer(torch.nn.Module):
         return self.scale * features @ self.class_embeddings.T
 
 
+class DotProductScorer(torch.nn.Module):
+    """Zero-shot as Sadman et al.'s notebook scores it: ``image_module(x) @ text_embeddings.T``, both unnormalised.
+
+    The notebook's ``SimilarityTarget`` (``(img_emb @ txt.T)[0, cls]``) on the bare class names' text embeddings
+    (protocol ``sadman2025``, :mod:`vlmprobe.heatmaps.protocol`). ``class_embeddings`` keeps the name the title
+    probabilities read.
+    """
+
+    def __init__(self, image_module, text_embeddings):
+        super().__init__()
+        self.image_module = image_module
+        self.register_buffer("class_embeddings", torch.as_tensor(np.asarray(text_embeddings), dtype=torch.float32))
+
+    def forward(self, images):
+        return self.image_module(images).float() @ self.class_embeddings.T
+
+
 class HeadScorer(torch.nn.Module):
     """A linear head on the encoder: ``head(image_module(x))`` -- the linear probe (frozen encoder, the
     probe's weights with its standardisation folded in) and the fine-tuned model (fine-tuned encoder and

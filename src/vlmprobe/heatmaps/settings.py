@@ -12,6 +12,10 @@ lp (linear probe)  the probe's logit ``embedding @ W[l] + b[l]``: the multi-labe
 ft (fine-tuned)    the fine-tuned head's logit on the fine-tuned encoder
                    (:func:`vlmprobe.models.finetuned.load_finetuned`): :class:`HeadScorer`
 =================  =========================================================================================
+
+Under ``protocol: sadman2025`` zs scores as Sadman et al.'s notebook: the raw dot product of the unnormalised image
+embedding with the unnormalised text embedding of the bare class name (:class:`DotProductScorer`,
+:mod:`vlmprobe.heatmaps.protocol`); lp and ft are the same head logits (the notebook's ``ClassifierOutputTarget``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 import torch
 
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.heatmaps.scorers import HeadScorer, ZeroShotScorer
+from vlmprobe.heatmaps.scorers import DotProductScorer, HeadScorer, ZeroShotScorer
 
 SETTINGS = ("zs", "lp", "ft")
 """The multi-label study's settings, named as there: zero-shot, linear probe, fine-tuned."""
@@ -54,6 +58,13 @@ def zero_shot_embeddings(encoder, classes: Sequence[str], options: dict[str, Any
     return class_text_embeddings(encode, prompts), {"prompts": dict(zip(classes, prompts, strict=True)), "score": "cosine similarity"}
 
 
+def bare_name_embeddings(encoder, classes: Sequence[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    """The notebook's ``extract_text_embeddings(classes, ...)``: one unnormalised embedding per bare class name."""
+    with torch.inference_mode():
+        embeddings = encoder.encode_text(list(classes)).float().cpu().numpy()
+    return embeddings, {"prompts": {name: [name] for name in classes}, "score": "raw dot product of unnormalised embeddings (sadman2025)"}
+
+
 def build_setting(
     setting: str,
     model_id: str,
@@ -63,6 +74,7 @@ def build_setting(
     head_path: str | None = None,
     encoder_path: str | None = None,
     zero_shot: dict[str, Any] | None = None,
+    protocol: str = "vlmprobe",
 ) -> SettingModel:
     """Load the model of ``setting`` and wrap it as a scorer.
 
@@ -83,6 +95,9 @@ def build_setting(
                 f"Model {model_id!r} ({encoder.family}) has no text tower, so it has no zero-shot setting.",
                 "leave zs out of `heatmaps: settings` for it (the workflow skips non-open_clip models).",
             )
+        if protocol == "sadman2025":
+            embeddings, info = bare_name_embeddings(encoder, classes)
+            return SettingModel(DotProductScorer(encoder.image_module, embeddings).to(device), encoder, list(classes), info)
         embeddings, info = zero_shot_embeddings(encoder, classes, zero_shot or {})
         return SettingModel(ZeroShotScorer(encoder.image_module, embeddings).to(device), encoder, list(classes), info)
     if head_path is None:

@@ -22,6 +22,7 @@ import torch
 from vlmprobe.formats.manifest import read_manifest
 from vlmprobe.formats.maps import read_maps, write_maps
 from vlmprobe.heatmaps import figures as map_figures
+from vlmprobe.heatmaps import protocol as notebook
 from vlmprobe.heatmaps import scores as map_scores
 from vlmprobe.heatmaps.geometry import input_geometry, map_at_image_size, resize_map, to_input
 from vlmprobe.heatmaps.maps import choose_targets, compute_maps, select_images, target_layer
@@ -56,53 +57,77 @@ def run_heatmaps(
     rows_per_page: int = 8,
     device: str = "auto",
     batch_size: int = 16,
+    protocol: str = "vlmprobe",
 ):
     """One job: maps for the selected images of ``dataset`` under ``model_id`` in ``setting``.
 
     Writes ``out_dir/maps.npz`` (raw maps, :func:`vlmprobe.formats.maps.read_maps`), ``out_dir/overlays_NN.png``
     (grids of ``rows_per_page`` images) and ``scores_path`` (one row per map: pointing game, IoU, energy
     fraction and chance where the image has a box or mask for the label). Returns the scores table.
+
+    ``protocol="sadman2025"`` draws as Sadman et al.'s notebook (:mod:`vlmprobe.heatmaps.protocol`): its 15 test
+    images (pandas' ``sample(n=15, random_state=42)``), ``trunk.blocks[-3].attn.proj``, every class per image, the
+    zero-shot raw dot product; the maps file's index adds the notebook's title probability per map.
     """
     import polars as pl
 
     started = time.perf_counter()
     device = resolve_device(device)
     table, manifest_info = read_manifest(manifest_path)
-    rows = select_images(table, max_annotated, n_random, seed)
-    setting_model = build_setting(setting, model_id, spec, manifest_info.get("classes") or [], device, head_path, encoder_path, zero_shot)
-    classes = setting_model.classes
-    layer = target_layer(setting_model.encoder, layer_override)
-    geometry = input_geometry(setting_model.encoder)
-    log.info(
-        "%s / %s / %s: %d images (<= %d annotated + %d random test images), method %s on %s (%s)",
-        dataset, model_id, setting, len(rows), max_annotated, n_random, method, layer.name, layer.rule,
+    paper = protocol == notebook.PROTOCOL
+    rows = notebook_rows(table) if paper else select_images(table, max_annotated, n_random, seed)
+    setting_model = build_setting(
+        setting, model_id, spec, manifest_info.get("classes") or [], device, head_path, encoder_path, zero_shot, protocol
     )
+    classes = setting_model.classes
+    if paper and not layer_override:
+        layer = notebook.notebook_layer(setting_model.encoder)
+    else:
+        layer = target_layer(setting_model.encoder, layer_override)
+    geometry = input_geometry(setting_model.encoder)
+    chosen_how = "the notebook's test_df.sample(n=15, random_state=42)" if paper else f"<= {max_annotated} annotated + {n_random} random test images"
+    log.info("%s / %s / %s: %d images (%s), method %s on %s (%s)", dataset, model_id, setting, len(rows), chosen_how, method, layer.name, layer.rule)
 
     manifest = _manifest_columns(table)
     images = [np.asarray(load_image(manifest["path"][i])) for i in rows]
     inputs = torch.stack([to_input(_pil(image), geometry) for image in images]) if rows else torch.zeros((0, 3, *geometry.size))
     scores = scores_of(setting_model.scorer, inputs, batch_size, device)
-    targets = choose_targets(scores, [_label_indices(manifest["labels"][i], classes) for i in rows]) if rows else []
+    truths = [_label_indices(manifest["labels"][i], classes) for i in rows]
+    if paper:
+        targets = notebook.notebook_targets(truths, notebook.notebook_class_order(classes))
+        probabilities = notebook.notebook_probabilities(setting, setting_model.scorer, inputs, batch_size, device)
+    else:
+        targets = choose_targets(scores, truths) if rows else []
     # one entry per map: (position of its image in `rows`, label index, 'true' / 'false_positive')
     flat = [(position, index, kind) for position, chosen in enumerate(targets) for index, kind in chosen]
     maps = compute_maps(
         setting_model.scorer, layer, inputs[[p for p, _, _ in flat]] if flat else inputs[:0], [t for _, t, _ in flat], method, batch_size, device
     )
-    log.info("%d maps (%d images x their true labels + top false positive), %.1f s into the job", len(flat), len(rows), time.perf_counter() - started)
+    per_image = "every class" if paper else "their true labels + top false positive"
+    log.info("%d maps (%d images x %s), %.1f s into the job", len(flat), len(rows), per_image, time.perf_counter() - started)
 
     identity = {"dataset": dataset, "model": model_id, "setting": setting, "method": method}
-    records, image_rows = _score_maps(identity, manifest, rows, images, classes, scores, flat, maps, threshold, threshold_rule)
+    shown = probabilities if paper else scores
+    records, image_rows = _score_maps(identity, manifest, rows, images, classes, scores, flat, maps, threshold, threshold_rule, shown)
     provenance = {
         **identity, "spec": spec,
         "target_layer": layer.name, "target_layer_rule": layer.rule, "reshape": repr(layer.reshape_transform),
         "input_size": list(geometry.size), "classes": classes, "seed": seed,
-        "selection": {"max_annotated": max_annotated, "n_random": n_random, "sample_ids": [manifest["sample_id"][i] for i in rows]},
+        "selection": (
+            {"rule": "test_df.sample(n=15, random_state=42) (pandas)", "sample_ids": [manifest["sample_id"][i] for i in rows]}
+            if paper
+            else {"max_annotated": max_annotated, "n_random": n_random, "sample_ids": [manifest["sample_id"][i] for i in rows]}
+        ),
         "threshold": {"rule": threshold_rule, "value": threshold}, "setting_info": setting_model.provenance,
         "device": device, "seconds": round(time.perf_counter() - started, 2),
+        **({"protocol": protocol, "title_probability": notebook.TITLE_PROBABILITY[setting == "zs"]} if paper else {}),
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_maps(out_dir / "maps.npz", maps, _map_index(manifest, rows, images, classes, scores, flat), provenance)
+    index = _map_index(manifest, rows, images, classes, scores, flat)
+    if paper:
+        index["probability"] = [float(probabilities[p, t]) for p, t, _ in flat]
+    write_maps(out_dir / "maps.npz", maps, index, provenance)
     title = f"{dataset} / {model_id} / {setting} ({method} on {layer.name})"
     for page, figure in enumerate(map_figures.overlay_pages(image_rows, title, rows_per_page), start=1):
         save_figure(out_dir / f"overlays_{page:02d}.png", figure)
@@ -112,6 +137,15 @@ def run_heatmaps(
     write_parquet(scores_path, arrow)
     _log_summary(frame)
     return frame
+
+
+def notebook_rows(table) -> list[int]:
+    """Manifest rows of the notebook's 15 images: its ``test_df`` (the test rows in the label table's row order,
+    :func:`vlmprobe.heatmaps.protocol.label_table_order`), drawn as pandas does."""
+    test = [i for i, value in enumerate(table.column("split").to_pylist()) if value == "test"]
+    rows = table.column("meta_source_row").to_pylist() if "meta_source_row" in table.column_names else None
+    test = notebook.label_table_order(test, rows)
+    return [test[i] for i in notebook.notebook_sample(len(test))]
 
 
 def _manifest_columns(table) -> dict[str, list[Any]]:
@@ -146,9 +180,10 @@ def _score_maps(
     maps: np.ndarray,
     threshold: float,
     threshold_rule: str,
+    shown: np.ndarray,
 ) -> tuple[list[dict[str, Any]], list[Any]]:
     """Each map at its image's size, scored against the label's region where there is one: the rows of the
-    scores table (``identity`` first) and the overlay rows (one per image, a panel per map)."""
+    scores table (``identity`` first) and the overlay rows (one per image, a panel per map, titled with ``shown``)."""
     records, image_rows = [], []
     for position, row in enumerate(rows):
         image = images[position]
@@ -178,7 +213,7 @@ def _score_maps(
             )
             panels.append(
                 map_figures.MapPanel(
-                    label, kind, float(scores[position, label_index]), cam,
+                    label, kind, float(shown[position, label_index]), cam,
                     [b for b in boxes or [] if b["label"] == label],
                     score.pointing_game if score else None,
                 )
@@ -226,6 +261,8 @@ def write_settings_comparison(manifest_path, maps_dirs: dict[str, Any], out_path
         keys = zip(d["sample_id"].tolist(), d["label"].tolist(), d["target_kind"].tolist(), strict=True)
         return {(sample_id, label): i for i, (sample_id, label, kind) in enumerate(keys) if kind == "true"}
 
+    if any(d["provenance"].get("protocol") == notebook.PROTOCOL for d in data.values()):
+        return _notebook_comparison(data, settings, by_id, out_path, dataset, model_id)
     indices = {setting: true_maps(data[setting]) for setting in settings}
     common = [key for key in indices[settings[0]] if all(key in indices[s] for s in settings)] if settings else []
     annotated = [(s, l) for s, l in common if s in by_id and (by_id[s]["boxes"] or by_id[s]["annotation_path"])]
@@ -250,5 +287,38 @@ def write_settings_comparison(manifest_path, maps_dirs: dict[str, Any], out_path
         rows.append(map_figures.ComparisonRow(sample_id, image, label, boxes, maps, hits))
     method = ", ".join(sorted({str(d["provenance"].get("method")) for d in data.values()}))
     figure = map_figures.settings_comparison(rows, settings, f"{dataset} / {model_id}: the same images in each setting ({method})")
+    save_figure(out_path, figure)
+    return len(rows)
+
+
+def _notebook_comparison(data: dict[str, Any], settings: Sequence[str], by_id: dict[str, Any], out_path, dataset: str, model_id: str) -> int:
+    """Protocol sadman2025: the notebook's last figure, one image x every class (rows) x the settings (columns:
+    Zero-Shot, Fine-Tuned, LinearProbe, as its ``settings`` list).
+
+    The image is the notebook's ``filenames[2]`` (``1196_IM-0131-1001.dcm.png``) when it is among the sampled
+    images, else the first of the sample; each panel's title carries the notebook's probability.
+    """
+    settings = sorted(settings, key=lambda s: notebook.FIGURE_COLUMNS.index(s) if s in notebook.FIGURE_COLUMNS else len(notebook.FIGURE_COLUMNS))
+    first = data[settings[0]]
+    sampled = list(dict.fromkeys(first["sample_id"].tolist()))
+    named = [s for s in sampled if s in by_id and Path(str(by_id[s]["path"])).name == notebook.FIGURE_IMAGE]
+    rows = []
+    if sampled:
+        sample_id = (named or sampled)[0]
+        record = by_id[sample_id]
+        image = np.asarray(load_image(record["path"]))
+        labels = [label for s, label in zip(first["sample_id"].tolist(), first["label"].tolist(), strict=True) if s == sample_id]
+        for label in labels:
+            maps, notes = {}, {}
+            for setting in settings:
+                d = data[setting]
+                where = [i for i, (s, l) in enumerate(zip(d["sample_id"].tolist(), d["label"].tolist(), strict=True)) if s == sample_id and l == label]
+                maps[setting] = map_at_image_size(d, where[0]) if where else None
+                if where and "probability" in d:
+                    notes[setting] = f"P={float(d['probability'][where[0]]):.2f}"
+            boxes = [box for box in record["boxes"] or [] if box["label"] == label]
+            rows.append(map_figures.ComparisonRow(sample_id, image, label, boxes, maps, {}, notes))
+    layer = ", ".join(sorted({str(d["provenance"].get("target_layer")) for d in data.values()}))
+    figure = map_figures.settings_comparison(rows, settings, f"{dataset} / {model_id}: every class of one image in each setting (sadman2025, {layer})")
     save_figure(out_path, figure)
     return len(rows)

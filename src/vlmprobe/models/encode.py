@@ -81,20 +81,26 @@ def embed_cached_batches(encoder, cache, split, start: int, device: str, batch_s
     """Yield the embeddings of the rows ``start:`` of a pixel cache (:mod:`vlmprobe.models.pixel_cache`), batch by
     batch: the uint8 pixels go to the device as they are and are normalised there (:func:`pixel_split.to_model`).
     On CUDA one worker reads the memory map into pinned memory while the GPU runs the previous batch."""
+    from vlmprobe.models.pixel_split import to_model
+
+    loader = cached_pixel_loader(cache, start, batch_size, device)
+    yield from run_tower(encoder, (to_model(pixels, split, device) for pixels in loader), len(loader), device, precision, progress)
+
+
+def cached_pixel_loader(cache, start: int, batch_size: int, device: str):
+    """Whole batches of uint8 rows ``start:`` of a pixel cache; on CUDA read ahead by one worker into pinned memory."""
     from torch.utils.data import DataLoader
 
     from vlmprobe.models.pixel_cache import PixelBatches
-    from vlmprobe.models.pixel_split import to_model
 
     cuda = device.startswith("cuda")
-    loader = DataLoader(
+    return DataLoader(
         PixelBatches(cache, start, batch_size),
         batch_size=None,
         num_workers=1 if cuda else 0,  # on a CPU reading the map is a memcpy: a worker would only take a core
         pin_memory=cuda,
         prefetch_factor=4 if cuda else None,
     )
-    yield from run_tower(encoder, (to_model(pixels, split, device) for pixels in loader), len(loader), device, precision, progress)
 
 
 def run_tower(encoder, model_inputs, n_batches: int, device: str, precision: str, progress: bool = True) -> Iterator[np.ndarray]:

@@ -273,7 +273,7 @@ class PixelBatches:
         self.batch_size = batch_size
 
     def __len__(self) -> int:
-        return -(-(len(self.cache) - self.start) // self.batch_size)
+        return max(0, -(-(len(self.cache) - self.start) // self.batch_size))
 
     def __getitem__(self, index: int):
         import torch

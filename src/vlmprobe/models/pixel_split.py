@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 SPLIT_VERSION = 1
@@ -39,7 +39,6 @@ class PixelSplit:
     """Channels of the geometry's output: 3, or 1 after a ``Grayscale(1)``."""
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    normalisation: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -166,7 +165,7 @@ def split_preprocess(transform: Any) -> PixelSplit:
         mean, std = _constants(normalise.mean), _constants(normalise.std)
     if shape[0] is None or shape[1] is None:
         raise NotSplittable("the geometry's output size varies with the image (no crop or fixed-size resize)")
-    return PixelSplit(tuple(geometry), int(shape[0]), int(shape[1]), int(shape[2]), mean, std, {"scale": "to_tensor"})
+    return PixelSplit(tuple(geometry), int(shape[0]), int(shape[1]), int(shape[2]), mean, std)
 
 
 def _split_image_classification(preset: Any) -> PixelSplit:
@@ -178,7 +177,7 @@ def _split_image_classification(preset: Any) -> PixelSplit:
         {"op": "resize", "size": _size(preset.resize_size), "interpolation": _interpolation(preset.interpolation), "max_size": None, "antialias": preset.antialias},
         {"op": "center_crop", "size": [height, width]},
     )
-    return PixelSplit(steps, height, width, 3, _constants(preset.mean), _constants(preset.std), {"scale": "convert_image_dtype"})
+    return PixelSplit(steps, height, width, 3, _constants(preset.mean), _constants(preset.std))
 
 
 def geometry_transform(geometry: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> Callable[[Any], Any]:
@@ -230,7 +229,9 @@ def to_model(pixels: Any, split: PixelSplit, device: str) -> Any:
     batch = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2)
     if batch.shape[1] != split.channels:
         batch = batch.expand(-1, split.channels, -1, -1)
-    batch = batch.to(torch.float32).div(255)
+    # a 0-dim tensor on the batch's device, not the number 255: CUDA divides by a CPU scalar as a multiplication by
+    # its reciprocal (a bit off in some pixels), by a device tensor exactly as the CPU's ToTensor does
+    batch = batch.to(torch.float32).div(torch.tensor(255.0, dtype=torch.float32, device=batch.device))
     if split.mean is not None:
         mean = torch.as_tensor(split.mean, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)
         std = torch.as_tensor(split.std, dtype=torch.float32, device=batch.device).view(1, -1, 1, 1)

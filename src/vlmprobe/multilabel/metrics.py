@@ -23,7 +23,11 @@ test split of a manifest:
   (reverse-percentile) intervals (:func:`bootstrap_intervals` says why not plain percentiles or BCa).
   A resample where a metric is undefined (a label without positives for macro F1 / AP, without positives
   or negatives for ROC-AUC, a class without samples for the distances) is skipped for that metric, and
-  ``n_valid`` says how many resamples counted.
+  ``n_valid`` says how many resamples counted. Under protocol ``sadman2025`` each test sample belongs to ONE
+  class for the distances, and an ordinary resample misses a rare one most of the time (IU-Xray's test split
+  has classes of 1-3 samples), so the resamples that remain would be a biased remainder: there the distances
+  are resampled *within* the classes (each class keeps its size, :func:`vlmprobe.multilabel.protocols.
+  stratified_bootstrap_weights`), every resample counts, and the interval says so (``resampling``).
 
   For speed a resample is represented by its multiplicity weights and every metric is evaluated for a
   block of resamples at once in NumPy (:func:`weighted_metrics`); the tests check these against
@@ -306,6 +310,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     )
 } | {"inter_class_distance": (0.0, math.inf), "intra_class_distance": (0.0, math.inf), "distance_ratio": (0.0, math.inf)}
 """Natural ranges: interval ends are clipped to them (coverage error and label counts: [0, number of labels])."""
+DISTANCES = ("inter_class_distance", "intra_class_distance", "distance_ratio")
 
 
 def bootstrap_intervals(
@@ -318,6 +323,7 @@ def bootstrap_intervals(
     confidence: float = 0.95,
     block: int | None = None,
     distance_indicator: np.ndarray | None = None,
+    distance_strata: np.ndarray | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Basic (reverse-percentile) bootstrap intervals of every :data:`HEADLINE` metric.
 
@@ -333,7 +339,15 @@ def bootstrap_intervals(
     match, LRAP, coverage and ROC-AUC all three covered 90-96 %, and for macro AP basic 89 % against
     75 % for percentiles. A basic interval may exclude the estimate itself: that says the estimate is
     biased (see ``bias``), not that the interval is wrong.
+
+    ``distance_strata`` (a class per sample, protocol sadman2025): the distance metrics are resampled within
+    those classes instead, so no resample loses a class. Wherever a metric's resamples are not all defined,
+    ``n_valid`` says how many counted; a distance whose resamples are not all defined gets no interval
+    (``low`` / ``high`` None, ``note`` "not estimable"): the defined ones are those that kept every class, a
+    biased remainder.
     """
+    from vlmprobe.multilabel.protocols import stratified_bootstrap_weights
+
     if n_resamples <= 0:
         return {}
     n, n_labels = indicator.shape
@@ -353,6 +367,9 @@ def bootstrap_intervals(
 
     point = evaluate_rows(np.ones((1, n), dtype=np.int32))
     resampled = evaluate_rows(bootstrap_weights(n, n_resamples, seed))
+    if distance_strata is not None and embeddings is not None:
+        within = evaluate_rows(stratified_bootstrap_weights(distance_strata, n_resamples, seed))
+        resampled.update({name: within[name] for name in DISTANCES})
     tail = (1.0 - confidence) / 2.0
     intervals = {}
     for name in HEADLINE:
@@ -362,7 +379,11 @@ def bootstrap_intervals(
         valid = values[np.isfinite(values)]
         estimate = float(point[name][0])
         entry: dict[str, Any] = {"n_valid": int(valid.size), "n_resamples": int(n_resamples), "low": None, "high": None, "bias": None}
-        if valid.size and math.isfinite(estimate):
+        if name in DISTANCES and distance_strata is not None:
+            entry["resampling"] = "within the single-class groups (each keeps its size)"
+        if name in DISTANCES and valid.size < n_resamples:
+            entry["note"] = f"not estimable: {n_resamples - valid.size} of {n_resamples} resamples missed a class"
+        elif valid.size and math.isfinite(estimate):
             q_low, q_high = np.quantile(valid, [tail, 1.0 - tail])
             lower, upper = BOUNDS.get(name, (0.0, float(n_labels)))
             entry.update(
@@ -423,7 +444,7 @@ def _evaluate(indicator, scores, predicted, classes, embeddings, n_resamples, se
     if not np.isfinite(scores).all():
         raise VlmprobeError("The scores of this setting contain NaN or Inf.", "re-run the setting; for fine-tuning on GPU try `precision: fp32`.")
     metrics = classification_metrics(indicator, scores, predicted)
-    distance_indicator = None
+    distance_indicator = groups = None
     if embeddings is not None and check_protocol(protocol) == "sadman2025":
         embeddings = np.asarray(embeddings, dtype=np.float64)
         groups = first_positive(indicator, priority)
@@ -442,7 +463,9 @@ def _evaluate(indicator, scores, predicted, classes, embeddings, n_resamples, se
     return {
         "metrics": metrics,
         "per_label": per_label_metrics(indicator, scores, predicted, classes),
-        "confidence_intervals": bootstrap_intervals(indicator, scores, predicted, embeddings, n_resamples, seed, confidence, distance_indicator=distance_indicator),
+        "confidence_intervals": bootstrap_intervals(
+            indicator, scores, predicted, embeddings, n_resamples, seed, confidence, distance_indicator=distance_indicator, distance_strata=groups
+        ),
         "bootstrap": {"n_resamples": int(n_resamples), "seed": int(seed), "confidence": float(confidence), "method": "basic", "unit": "test sample"},
     }
 

@@ -49,11 +49,16 @@ FINETUNE: dict[str, Any] = {
     "epochs": 10, "patience": 5, "batch_size": 24, "lr": 1e-5, "head_lr": 1e-5, "weight_decay": 1e-2, "monitor": "loss",
     "loss": "BCEWithLogitsLoss (unweighted)", "optimizer": "AdamW over encoder + head at lr 1e-4 x 0.1, re-created every epoch",
     "grad_clip": None, "drop_last": False, "decision": "row-min-max scaled logits > 0.5",
+    "precision": "float16 autocast + GradScaler for training steps (CUDA); fp32 validation, test and embeddings",
 }
 """The notebook's fine-tuning: ``lr=0.0001`` passed, ``AdamW(model.parameters(), lr=lr * 0.1)`` re-created (with
 its cosine schedule) at the start of *every* epoch because the ``epoch == warmup_epochs + 1`` condition is
 commented out -- so the learning rate is a constant 1e-5 for encoder and head and Adam's moments restart each
-epoch; 10 epochs, patience 5, batches of 24, unweighted BCE, no gradient clipping."""
+epoch; 10 epochs, patience 5, batches of 24, unweighted BCE, no gradient clipping. Precision: ``_train_epoch`` runs
+under ``torch.cuda.amp.autocast`` (float16) with ``GradScaler(enabled=device.type == "cuda")``; ``_inference`` and
+``extract_vit_embeddings`` run without autocast (fp32), and so does the zero-shot / frozen embedding
+(``extract_image_embeddings``: one image at a time, ``torch.no_grad()`` only)."""
+
 
 
 def check_protocol(protocol: str) -> str:
@@ -130,6 +135,21 @@ def single_class_distances(embeddings: np.ndarray, groups: np.ndarray) -> dict[s
     pairs = [np.linalg.norm(means[i] - means[j]) for i in range(len(means)) for j in range(i + 1, len(means))]
     inter = float(np.mean(pairs)) if pairs else math.nan
     return {"inter_class_distance": inter, "intra_class_distance": intra, "distance_ratio": inter / (intra + RATIO_EPS)}
+
+
+def stratified_bootstrap_weights(groups: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n) multiplicities resampling each group's samples within the group (its size kept).
+
+    The bootstrap of the single-class distances: every resample has every class, so no resample is dropped.
+    Seeded apart from the ordinary resamples, and depends only on (groups, n_resamples, seed).
+    """
+    groups = np.asarray(groups)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0xB007, 1)))
+    weights = np.zeros((n_resamples, len(groups)), dtype=np.int32)
+    for group in np.unique(groups):
+        members = np.flatnonzero(groups == group)
+        weights[:, members] = rng.multinomial(len(members), np.full(len(members), 1.0 / len(members)), size=n_resamples)
+    return weights
 
 
 def single_class_separation(embeddings: np.ndarray, groups: np.ndarray) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,8 @@ def result_row(result: dict[str, Any]) -> dict[str, Any]:
         row[f"{name}_low"] = interval.get("low")
         row[f"{name}_high"] = interval.get("high")
         row[f"{name}_n_valid"] = interval.get("n_valid")
+        if interval.get("note"):
+            row[f"{name}_interval_note"] = interval["note"]
     row["time_min"] = row["wall_time_s"] / 60.0 if row.get("wall_time_s") is not None else None
     return row
 
@@ -96,7 +98,7 @@ def build_table(results: Sequence[dict[str, Any]], skipped: Sequence[dict[str, A
     schema = {
         name: (
             pl.String
-            if name in TEXT_COLUMNS
+            if name in TEXT_COLUMNS or name.endswith("_interval_note")
             else pl.Boolean if name == "multilabel" else pl.Int64 if name in integer or name.endswith("_n_valid") else pl.Float64
         )
         for name in columns
@@ -141,6 +143,8 @@ def _cell(row: dict[str, Any], name: str, mark: str | None, with_interval: bool)
     low, high = row.get(f"{name}_low"), row.get(f"{name}_high")
     if with_interval and low is not None and high is not None:
         text += f" [{_format(low, name)}, {_format(high, name)}]"
+    elif with_interval and row.get(f"{name}_interval_note"):
+        text += " [not estimable]"
     return text
 
 
@@ -151,6 +155,21 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, int
         cells = [_cell(row, name, marks[name].get(i), with_interval) for name, _, _ in columns]
         lines.append(f"| *{row['setting']}* | " + " | ".join(cells) + " |")
     return lines
+
+
+def _interval_notes(group: Sequence[dict[str, Any]]) -> list[str]:
+    """How the distance intervals were resampled and how many resamples counted, where it is not the plain bootstrap."""
+    lines = []
+    for result in group:
+        said: dict[str, list[str]] = {}
+        for name in ("inter_class_distance", "intra_class_distance", "distance_ratio"):
+            interval = (result.get("confidence_intervals") or {}).get(name) or {}
+            how, note = interval.get("resampling"), interval.get("note")
+            if how or note:
+                counted = f"{interval.get('n_valid')} of {interval.get('n_resamples')} resamples counted"
+                said.setdefault(f"resampled {how or 'over test samples'}; {note or counted}", []).append(name)
+        lines += [f"- *{result['setting']}* {', '.join(names)}: {text}." for text, names in said.items()]
+    return ["", "Intervals of the class distances:", "", *lines] if lines else []
 
 
 def markdown(results: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]] = ()) -> str:
@@ -176,6 +195,7 @@ def markdown(results: Sequence[dict[str, Any]], skipped: Sequence[dict[str, Any]
         lines += [f"## {dataset} / {model}", "", f"{kind}, {first.get('n_test')} test samples, {len(first.get('classes', []))} labels; "
                   f"protocol {', '.join(protocols)} (split: {first.get('split_protocol', 'vlmprobe')}).", ""]  # fmt: skip
         lines += _table(rows, TABLE_COLUMNS, with_interval=True)
+        lines += _interval_notes(group)
         lines += ["", "Embedding-space separation and threshold-free scores:", ""]
         lines += _table(rows, SEPARATION_COLUMNS, with_interval=False)
         lines += ["", "Decisions and label counts:", ""]
@@ -212,11 +232,43 @@ def write_multilabel_summary(
     csv_path: str | Path,
     markdown_path: str | Path,
     skipped: Sequence[dict[str, Any]] = (),
+    analyses_dirs: Sequence[str | Path] = (),
 ) -> None:
+    """``analyses_dirs``: protocol sadman2025's paper-analyses folders, summarised below the study's tables."""
     from vlmprobe.io import write_parquet, write_text
 
     results = [json.loads(Path(path).read_text()) for path in result_paths]
     table = build_table(results, skipped)
     write_parquet(table_path, table)
     write_text(csv_path, table.write_csv())
-    write_text(markdown_path, markdown(results, skipped))
+    analyses = [json.loads((Path(folder) / "analyses.json").read_text()) for folder in analyses_dirs]
+    text = markdown(results, skipped)
+    if analyses:
+        text = text.rstrip("\n") + "\n\n" + paper_analyses_markdown(analyses) + "\n"
+    write_text(markdown_path, text)
+
+
+def paper_analyses_markdown(analyses: Sequence[Mapping[str, Any]]) -> str:
+    """Protocol sadman2025's further analyses (:mod:`vlmprobe.multilabel.paper_analyses`, its ``analyses.json``): the
+    threshold sweep, the score maps with per-domain F1, the class counts."""
+    lines = ["## The notebook's further analyses (protocol sadman2025)", ""]
+    for a in analyses:
+        lines += [f"### {a['dataset']} / {a['model']}", "", "Threshold sweep (row-min-max scores > t, macro F1; LRAP and coverage do not depend on t):", ""]
+        thresholds = [r["threshold"] for r in next(iter(a["threshold_sweep"].values()), [])]
+        lines += ["| Setting | " + " | ".join(f"{t:.2f}" for t in thresholds) + " | LRAP | Coverage |", "|---|" + "---|" * (len(thresholds) + 2)]
+        settings = a.get("settings") or list(a["threshold_sweep"])
+        for setting, rows in ((s, a["threshold_sweep"][s]) for s in settings):
+            lines.append(f"| *{setting}* | " + " | ".join(f"{r['f1_macro']:.3f}" for r in rows) + f" | {rows[0]['lrap']:.3f} | {rows[0]['coverage_error']:.2f} |")
+        lines += ["", "Score maps at 0.5 (macro over classes; per domain F1). **printed**: what the notebook prints for the setting.", ""]
+        domains = a.get("domains", [])
+        lines += ["| Setting | Score map | P | R | F1 | labels / sample | " + " | ".join(f"{d} F1" for d in domains) + " |", "|---|---|---|---|---|---|" + "---|" * len(domains)]
+        for setting in settings:
+            for r in a["score_maps"][setting]:
+                mark = " **printed**" if r["printed"] else ""
+                cells = " | ".join("—" if r["per_domain"][d]["f1"] is None else f"{r['per_domain'][d]['f1']:.3f}" for d in domains)
+                lines.append(f"| *{setting}* | {r['score_map']}{mark} | {r['precision_macro']:.3f} | {r['recall_macro']:.3f} | {r['f1_macro']:.3f} | {r['labels_per_sample']:.2f} | {cells} |")
+        lines += ["", "Samples per class (all splits): " + ", ".join(f"{name} {count}" for name, count in a["class_counts"]) + ".", ""]
+        notes = {tower: p.get("notes") for tower, p in a["projections"].items() if isinstance(p, dict) and p.get("notes")}
+        if notes:
+            lines += [f"Projections left out: {json.dumps(notes)}.", ""]
+    return "\n".join(lines) if analyses else ""

@@ -23,6 +23,7 @@ from vlmprobe.datasets import is_multilabel
 from vlmprobe.formats.embeddings import FORMAT_VERSION
 from vlmprobe.models.base import NO_TEXT_TOWER, ModelFamily, family_of
 from vlmprobe.plan.explore import ExplorePlan
+from vlmprobe.plan.paper_analyses import PaperAnalysesPlan
 from vlmprobe.plan.paths import PATHS, benchmark_path, log_path, path, summary_files
 from vlmprobe.plan.pixel_cache import GEOMETRY_PATTERN, PixelCaches
 from vlmprobe.plan.probes import ProbesPlan
@@ -117,6 +118,7 @@ class Plan:
         self.probes = ProbesPlan(config, self.multiclass_datasets, self.models)
         self.wildcard_constraints.update(self.probes.wildcard_constraints)
         self.explore = ExplorePlan(self)
+        self.paper_analyses = PaperAnalysesPlan(self)  # protocol sadman2025's further analyses
 
     # -- paths ---------------------------------------------------------------------------------------
 
@@ -275,6 +277,7 @@ class Plan:
             + self.group_gap_targets()
             + self.reference_targets()
             + self.multilabel_summary_targets()
+            + self.paper_analyses.dirs()
             + self.heatmap_summary_targets()
             + self.compare_targets()
             + self.probes.targets()
@@ -394,6 +397,7 @@ class Plan:
             "method": heatmaps["method"],
             "target_layer": heatmaps["target_layers"].get(wildcards.model),
             **{key: heatmaps[key] for key in ("max_annotated", "n_random", "iou_threshold", "threshold_rule")},
+            **({"protocol": self.protocol} if self.protocol != "vlmprobe" else {}),  # sadman2025: the notebook's Grad-CAM
         }
 
     def heatmap_zero_shot(self, wildcards) -> dict[str, Any] | None:

@@ -48,6 +48,7 @@ PATHS: dict[str, str] = {
     "finetune_head": "results/finetune/{dataset}/{model}/head.safetensors",
     "finetune_info": "results/finetune/{dataset}/{model}/finetune.json",
     "finetune_embedding": "results/finetune/{dataset}/{model}/embeddings.parquet",
+    "multilabel_paper_analyses": "results/multilabel/{dataset}/{model}/sadman2025",
     "summary_multilabel": "results/summary/multilabel.parquet",
     "summary_multilabel_csv": "results/summary/multilabel.csv",
     "summary_multilabel_md": "results/summary/multilabel.md",

@@ -60,13 +60,16 @@ class PixelCaches:
 
     # input functions and params (Snakemake calls them with the job's wildcards)
 
-    def embed_inputs(self, wildcards) -> dict[str, str]:
-        """The cache an embedding job reads (``pixel_cache``, ``pixel_index``), or nothing when it decodes itself."""
+    def embed_pixels(self, wildcards) -> str | list[str]:
+        """The cache an embedding job reads, or nothing when its model decodes the images itself (the rule marks
+        it ancient: a cache refilled for a model added later re-runs none of the tables already made from it)."""
         split = self.splits.get(wildcards.model)
-        if split is None:
-            return {}
-        names = {"dataset": wildcards.dataset, "geometry": split.name}
-        return {"pixel_cache": path("pixel_cache", **names), "pixel_index": path("pixel_index", **names)}
+        return path("pixel_cache", dataset=wildcards.dataset, geometry=split.name) if split else []
+
+    def embed_pixel_index(self, wildcards) -> str | list[str]:
+        """The index of :meth:`embed_pixels`' cache, or nothing."""
+        split = self.splits.get(wildcards.model)
+        return path("pixel_index", dataset=wildcards.dataset, geometry=split.name) if split else []
 
     def geometry(self, wildcards) -> dict[str, Any]:
         """The cache job's param: the geometry as data (what the pixels depend on, with the files)."""

@@ -60,9 +60,35 @@ def reference_table(name: str) -> pl.DataFrame:
     if not path.suffix:
         path = REFERENCE_DIR / f"{name}.csv"
     if not path.is_file():
-        shipped = sorted(p.stem for p in REFERENCE_DIR.glob("*.csv"))
+        shipped = sorted(p.stem for p in REFERENCE_DIR.glob("*.csv") if not p.stem.endswith(".notes"))
         raise VlmprobeError(f"Reference table {name!r} does not exist.", f"use one of the shipped tables {shipped} or a path to a CSV.")
     return pl.read_csv(path, infer_schema_length=None)
+
+
+def paper_notes(name: str, reference: pl.DataFrame, key: str = "setting", digits: int = 3) -> dict[tuple[str, str], str]:
+    """Notes beside the paper's own numbers, ``{(setting, metric): note}``, so a reader can tell which differences are ours.
+
+    Computed: a printed ratio that its own printed inter and intra distances (each rounded to ``digits``) cannot give
+    (Sadman et al.: zs 1.506, but 31.890 / 21.160 = 1.5071). Written: the shipped ``<table>.notes.csv`` (setting,
+    metric, note) for what no computation shows.
+    """
+    notes: dict[tuple[str, str], list[str]] = {}
+    half = 0.5 * 10.0**-digits
+    if {"inter_class_distance", "intra_class_distance", "ratio"} <= set(reference.columns):
+        for row in reference.iter_rows(named=True):
+            inter, intra, ratio = row["inter_class_distance"], row["intra_class_distance"], row["ratio"]
+            if None in (inter, intra, ratio) or intra <= half:
+                continue
+            lowest, highest = (inter - half) / (intra + half), (inter + half) / (intra - half)
+            if ratio + half < lowest or ratio - half > highest:
+                notes.setdefault((row[key], "ratio"), []).append(
+                    f"the paper's {ratio:.{digits}f} is not its own {inter:.{digits}f} / {intra:.{digits}f} = {inter / intra:.4f}"
+                )
+    path = REFERENCE_DIR / f"{name}.notes.csv"
+    if not Path(name).suffix and path.is_file():
+        for row in pl.read_csv(path).iter_rows(named=True):
+            notes.setdefault((row[key], row["metric"]), []).append(row["note"])
+    return {cell: "; ".join(texts) for cell, texts in notes.items()}
 
 
 def read_ours(path: str | Path) -> pl.DataFrame:
@@ -322,7 +348,7 @@ def write_linear_probe_comparison(
 
 SETTINGS_SCHEMA = {
     "setting": pl.String, "metric": pl.String, "our_metric": pl.String, "paper": pl.Float64, "ours": pl.Float64,
-    "diff": pl.Float64, "status": pl.String, "paper_protocol": pl.String, "our_protocol": pl.String,
+    "diff": pl.Float64, "status": pl.String, "paper_protocol": pl.String, "our_protocol": pl.String, "paper_note": pl.String,
 }
 
 
@@ -333,6 +359,7 @@ def compare_settings(
     key: str = "setting",
     missing_reason: str = NO_RESULT,
     protocol: str = REFERENCE_PROTOCOLS["sadman2025_iuxray"],
+    notes: dict[tuple[str, str], str] | None = None,
 ) -> pl.DataFrame:
     """Long table: one row per (paper setting, paper metric), plus our settings the paper lacks.
 
@@ -368,6 +395,7 @@ def compare_settings(
                 "setting": paper[key], "metric": metric, "our_metric": our_metric, "paper": paper_value, "ours": value,
                 "diff": value - paper_value if value is not None and paper_value is not None else None,
                 "status": status, "paper_protocol": protocol, "our_protocol": protocol if ours_row else None,
+                "paper_note": (notes or {}).get((paper[key], metric)),
             })
     for setting, ours_row in mine.items():
         if setting not in set(reference[key].to_list()):
@@ -381,10 +409,11 @@ def compare_settings(
 
 
 def settings_markdown(comparison: pl.DataFrame, reference_name: str, protocol: str | None = None) -> str:
-    header = ["Setting", "Metric (paper / ours)", "ours", "paper", "Δ", "Our protocol", "Status"]
+    header = ["Setting", "Metric (paper / ours)", "ours", "paper", "Δ", "Our protocol", "Status", "Paper note"]
     rows = [
         [r["setting"], f"{r['metric']} / {r['our_metric']}", "—" if r["ours"] is None else f"{r['ours']:.3f}",
-         "—" if r["paper"] is None else f"{r['paper']:.3f}", "—" if r["diff"] is None else f"{r['diff']:+.3f}", r.get("our_protocol") or "—", r["status"]]
+         "—" if r["paper"] is None else f"{r['paper']:.3f}", "—" if r["diff"] is None else f"{r['diff']:+.3f}", r.get("our_protocol") or "—", r["status"],
+         r.get("paper_note") or ""]
         for r in comparison.iter_rows(named=True)
     ]
     intro = (
@@ -402,7 +431,10 @@ def write_settings_comparison(ours_path: str | Path | None, block: dict[str, Any
             if block.get(column) is not None and column in ours.columns:
                 ours = ours.filter(pl.col(column) == block[column])
     protocol = paper_protocol(block)
-    comparison = compare_settings(ours, reference_table(block["table"]), dict(block["metrics"]), block.get("key", "setting"), missing_reason, protocol)
+    reference = reference_table(block["table"])
+    key = block.get("key", "setting")
+    notes = paper_notes(block["table"], reference, key)
+    comparison = compare_settings(ours, reference, dict(block["metrics"]), key, missing_reason, protocol, notes)
     write_text(csv_path, comparison.write_csv())
     write_text(markdown_path, settings_markdown(comparison, block["table"], protocol))
     return comparison

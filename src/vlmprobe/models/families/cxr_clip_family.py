@@ -172,7 +172,7 @@ class CxrClipFamily(ModelFamily):
         from vlmprobe.models.checkpoints import load_checkpoint_into, sha256
         from vlmprobe.models.layouts import checkpoint_shapes
 
-        settings, output = self._settings(model_id, spec)
+        _, output = self._settings(model_id, spec)
         head = _head(checkpoint_shapes(spec["pretrained"], spec.get("checkpoint_key")))
         tower = _tower_class()(spec["name"], output, head, dict(spec.get("swin_config") or {}))
         fit = load_checkpoint_into(

@@ -81,6 +81,7 @@ from vlmprobe.multilabel.finetune.settings import (
     checked_settings,
 )
 from vlmprobe.multilabel.finetune.training import train
+from vlmprobe.multilabel.protocols import FINETUNE
 
 __all__ = ["EMBED_SEED", "FORMAT_VERSION", "FinetuneOutputs", "FinetuneSettings", "run_finetune", "trainable_prefix"]
 
@@ -127,6 +128,10 @@ def _run_finetune(
     started = time.perf_counter()
     rows = read_rows(manifest_path, settings)
     device, num_workers, amp_dtype = configure_torch(device, threads, num_workers, spec_used)
+    if paper:  # the notebook: fp16 autocast + GradScaler for training steps on CUDA, whatever the model's `precision`
+        import torch
+
+        amp_dtype = torch.float16 if device.startswith("cuda") else None
     run = build_run(model_id, spec_used, rows, settings, paper, seed, device, amp_dtype, num_workers)
     fingerprint = training_fingerprint(model_id, spec_used, settings, seed, rows)
     state = resume_state(run, outputs.resume_dir, fingerprint, model_id)
@@ -142,7 +147,8 @@ def _run_finetune(
 
     load_best(run, outputs.resume_dir)
     embed_start = time.perf_counter()
-    matrix = embed_images(run.encoder, rows.paths, device, settings.batch_size, num_workers, spec_used.get("precision", "auto"), progress=progress)
+    precision = "fp32" if paper else spec_used.get("precision", "auto")  # the notebook's extract_vit_embeddings: no autocast
+    matrix = embed_images(run.encoder, rows.paths, device, settings.batch_size, num_workers, precision, progress=progress)
     embed_seconds = time.perf_counter() - embed_start
     linear, scores, predicted, decision = decide_test_split(run, rows, matrix)
     wall_seconds = train_seconds + (time.perf_counter() - embed_start) + (session_start - started)
@@ -159,7 +165,7 @@ def _run_finetune(
         "settings": asdict(settings),
         "seed": seed,
         "device": device,
-        "precision": "fp32" if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
+        "precision": "fp32" if amp_dtype is None else FINETUNE["precision"] if paper else str(amp_dtype).removeprefix("torch."),
         "n_train": int(rows.is_train.sum()),
         "n_validation": int(rows.is_val.sum()),
         "n_test": int(rows.is_test.sum()),

@@ -62,10 +62,12 @@ class Run:
             weight_decay=self.settings.weight_decay,
         )
 
-    def autocast(self):
+    def autocast(self, training: bool = True):
+        """Mixed precision for a training step, and for validation except under protocol sadman2025 (the notebook's
+        ``_inference`` runs without autocast)."""
         import torch
 
-        if self.amp_dtype is not None:
+        if self.amp_dtype is not None and (training or not self.paper):
             return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
         return torch.autocast(device_type="cpu", enabled=False)
 

@@ -82,7 +82,7 @@ def train_epoch(run: Run, epoch: int, seed: int, model_id: str, progress: bool) 
     loader = torch.utils.data.DataLoader(
         run.train_data, batch_size=settings.batch_size, shuffle=True, generator=generator, drop_last=drop_last, **run.loader_options
     )
-    total, seen = 0.0, 0
+    total, seen, batch_losses = 0.0, 0, []
     bar = tqdm(loader, desc=f"finetune {model_id} epoch {epoch + 1}/{settings.epochs}", unit="batch", disable=not progress, mininterval=5, leave=False)
     for images, batch_targets in bar:
         images, batch_targets = images.to(device, non_blocking=True), batch_targets.to(device, non_blocking=True)
@@ -98,7 +98,10 @@ def train_epoch(run: Run, epoch: int, seed: int, model_id: str, progress: bool) 
         scaler.update()
         total += float(loss.item()) * len(images)
         seen += len(images)
+        batch_losses.append(float(loss.item()))
         bar.set_postfix(loss=f"{total / seen:.4f}")
+    if run.paper:  # the notebook's _train_epoch: np.mean of the batch losses (its loss curve)
+        return float(np.mean(batch_losses)) if batch_losses else 0.0
     return total / max(seen, 1)
 
 
@@ -115,7 +118,7 @@ def validate(run: Run, rows: Rows) -> tuple[float, float]:
     loader = torch.utils.data.DataLoader(run.val_data, batch_size=run.settings.batch_size, shuffle=False, **run.loader_options)
     with torch.inference_mode():
         for images, batch_targets in loader:
-            with run.autocast():
+            with run.autocast(training=False):
                 logits.append(head(module(images.to(run.device, non_blocking=True)).float()).float())
             wanted.append(batch_targets.to(run.device))
     logits_all, wanted_all = torch.cat(logits), torch.cat(wanted)
