@@ -172,3 +172,23 @@ def test_notebook_rows_follow_the_label_tables_order():
     test_df = frame[frame["split"] == "test"].reset_index(drop=True)  # the notebook's test_df, CSV order
     expected = test_df.sample(n=15, random_state=42)["sample_id"].tolist()
     assert [table.column("sample_id")[i].as_py() for i in notebook_rows(table)] == expected
+
+
+def test_maps_cover_the_centre_crop_the_model_saw(tiny_biomedclip):
+    """The notebook feeds biomedclip_preprocess(img): short side resized, centre crop. A portrait image's top and
+    bottom bands are outside what the model sees, and its map is placed in the crop, zero outside."""
+    from PIL import Image
+
+    from vlmprobe.heatmaps.geometry import centre_crop_box, map_at_image_size, place_map
+
+    assert centre_crop_box(100, 60) == (20, 0, 80, 60) and centre_crop_box(60, 100) == (0, 20, 60, 80)
+    image = np.zeros((100, 60, 3), dtype=np.uint8)
+    image[:18] = 255  # a white band the crop leaves out
+    tensor = tiny_biomedclip.preprocess(Image.fromarray(image))
+    black = tiny_biomedclip.preprocess(Image.fromarray(np.zeros_like(image)))
+    assert tensor.shape == (3, 160, 160) and torch.allclose(tensor, black, atol=1e-6)
+    cam = np.random.default_rng(0).random((160, 160)).astype(np.float32)
+    placed = place_map(cam, (100, 60), (20, 0, 80, 60))
+    assert placed[:20].max() == 0 and placed[80:].max() == 0 and placed[20:80].min() >= 0 and placed[20:80].max() > 0.5
+    data = {"maps": cam[None], "image_height": [100], "image_width": [60], "crop_y0": [20], "crop_x0": [0], "crop_y1": [80], "crop_x1": [60]}
+    assert np.array_equal(map_at_image_size(data, 0), placed)

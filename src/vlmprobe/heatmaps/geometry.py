@@ -9,6 +9,7 @@ annotation boxes in original pixel coordinates compare directly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,30 @@ def resize_map(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32)
 
 
+CROP_KEYS = ("crop_y0", "crop_x0", "crop_y1", "crop_x1")
+"""Index columns of a maps file whose maps cover a centre crop of their image (protocol sadman2025)."""
+
+
+def centre_crop_box(height: int, width: int) -> tuple[int, int, int, int]:
+    """``(y0, x0, y1, x1)``, in original pixels, of what a resize-the-short-side + centre-crop input shows: the
+    centred square of side ``min(height, width)`` (to within a pixel of torchvision's rounding)."""
+    side = min(int(height), int(width))
+    y0, x0 = int(round((height - side) / 2.0)), int(round((width - side) / 2.0))
+    return y0, x0, y0 + side, x0 + side
+
+
+def place_map(cam: np.ndarray, shape: tuple[int, int], box: Sequence[int] | None = None) -> np.ndarray:
+    """A map at the original image's size: resized whole (``box`` None), or into the crop ``box`` it covers, zero
+    outside it (the model saw nothing there)."""
+    if box is None:
+        return resize_map(cam, shape)
+    y0, x0, y1, x1 = (int(v) for v in box)
+    placed = np.zeros(tuple(int(v) for v in shape), dtype=np.float32)
+    placed[y0:y1, x0:x1] = resize_map(cam, (y1 - y0, x1 - x0))
+    return placed
+
+
 def map_at_image_size(data: dict[str, Any], i: int) -> np.ndarray:
-    """Map ``i`` of a maps file (:func:`vlmprobe.formats.maps.read_maps`) at its image's size."""
-    return resize_map(data["maps"][i].astype(np.float32), (int(data["image_height"][i]), int(data["image_width"][i])))
+    """Map ``i`` of a maps file (:func:`vlmprobe.formats.maps.read_maps`) at its image's size (in its crop, where it has one)."""
+    box = [int(data[key][i]) for key in CROP_KEYS] if all(key in data for key in CROP_KEYS) else None
+    return place_map(data["maps"][i].astype(np.float32), (int(data["image_height"][i]), int(data["image_width"][i])), box)

@@ -24,7 +24,7 @@ from vlmprobe.formats.maps import read_maps, write_maps
 from vlmprobe.heatmaps import figures as map_figures
 from vlmprobe.heatmaps import protocol as notebook
 from vlmprobe.heatmaps import scores as map_scores
-from vlmprobe.heatmaps.geometry import input_geometry, map_at_image_size, resize_map, to_input
+from vlmprobe.heatmaps.geometry import CROP_KEYS, centre_crop_box, input_geometry, map_at_image_size, place_map, to_input
 from vlmprobe.heatmaps.maps import choose_targets, compute_maps, select_images, target_layer
 from vlmprobe.heatmaps.scorers import scores_of
 from vlmprobe.heatmaps.settings import SETTINGS, build_setting
@@ -90,7 +90,12 @@ def run_heatmaps(
 
     manifest = _manifest_columns(table)
     images = [np.asarray(load_image(manifest["path"][i])) for i in rows]
-    inputs = torch.stack([to_input(_pil(image), geometry) for image in images]) if rows else torch.zeros((0, 3, *geometry.size))
+    if paper:  # the notebook's input: the model's own preprocessing (resize the short side, centre crop)
+        inputs = torch.stack([setting_model.encoder.preprocess(_pil(image)) for image in images]) if rows else torch.zeros((0, 3, *geometry.size))
+        crops = [centre_crop_box(*image.shape[:2]) for image in images]
+    else:
+        inputs = torch.stack([to_input(_pil(image), geometry) for image in images]) if rows else torch.zeros((0, 3, *geometry.size))
+        crops = [None] * len(images)
     scores = scores_of(setting_model.scorer, inputs, batch_size, device)
     truths = [_label_indices(manifest["labels"][i], classes) for i in rows]
     if paper:
@@ -108,7 +113,7 @@ def run_heatmaps(
 
     identity = {"dataset": dataset, "model": model_id, "setting": setting, "method": method}
     shown = probabilities if paper else scores
-    records, image_rows = _score_maps(identity, manifest, rows, images, classes, scores, flat, maps, threshold, threshold_rule, shown)
+    records, image_rows = _score_maps(identity, manifest, rows, images, classes, scores, flat, maps, threshold, threshold_rule, shown, crops)
     provenance = {
         **identity, "spec": spec,
         "target_layer": layer.name, "target_layer_rule": layer.rule, "reshape": repr(layer.reshape_transform),
@@ -120,13 +125,18 @@ def run_heatmaps(
         ),
         "threshold": {"rule": threshold_rule, "value": threshold}, "setting_info": setting_model.provenance,
         "device": device, "seconds": round(time.perf_counter() - started, 2),
-        **({"protocol": protocol, "title_probability": notebook.TITLE_PROBABILITY[setting == "zs"]} if paper else {}),
+        **(
+            {"protocol": protocol, "title_probability": notebook.TITLE_PROBABILITY[setting == "zs"],
+             "input": "the model's preprocessing (short side resized, centre crop), as the notebook; maps placed in their crop"}
+            if paper else {}
+        ),  # fmt: skip
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     index = _map_index(manifest, rows, images, classes, scores, flat)
     if paper:
         index["probability"] = [float(probabilities[p, t]) for p, t, _ in flat]
+        index.update({key: [int(crops[p][k]) for p, _, _ in flat] for k, key in enumerate(CROP_KEYS)})
     write_maps(out_dir / "maps.npz", maps, index, provenance)
     title = f"{dataset} / {model_id} / {setting} ({method} on {layer.name})"
     for page, figure in enumerate(map_figures.overlay_pages(image_rows, title, rows_per_page), start=1):
@@ -181,6 +191,7 @@ def _score_maps(
     threshold: float,
     threshold_rule: str,
     shown: np.ndarray,
+    crops: Sequence[tuple[int, int, int, int] | None],
 ) -> tuple[list[dict[str, Any]], list[Any]]:
     """Each map at its image's size, scored against the label's region where there is one: the rows of the
     scores table (``identity`` first) and the overlay rows (one per image, a panel per map, titled with ``shown``)."""
@@ -194,7 +205,7 @@ def _score_maps(
             if p != position:
                 continue
             label = classes[label_index]
-            cam = resize_map(maps[map_index], shape)
+            cam = place_map(maps[map_index], shape, crops[position])
             region, source = map_scores.label_region(label, shape, boxes, manifest["annotation_path"][row], labels)
             score = map_scores.score_map(cam, region, threshold, threshold_rule) if region is not None else None
             records.append(
