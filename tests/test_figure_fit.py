@@ -81,3 +81,18 @@ def test_a_clipped_text_is_found_and_logged(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         save_figure(tmp_path / "clipped.png", figure)
     assert "text leaves the figure" in caplog.text and "clipped.png" in caplog.text
+
+
+def test_tick_labels_matplotlib_does_not_draw_are_not_counted():
+    # The default locator keeps tick labels beyond the view limits (here at 0.4 and 1.1) as artists it never draws.
+    figure, ax = plt.subplots(figsize=(4, 2.5), layout="constrained")
+    ax.plot([0.5, 1.0], [0.5, 1.0])
+    ax.set_xlim(0.48, 1.02)
+    ax.set_ylim(0.48, 1.02)
+    figure.canvas.draw()
+    low, high = ax.get_ylim()
+    assert [t for t in ax.get_yticks() if not low <= t <= high], "the precondition: ticks beyond the limits"
+    try:
+        assert texts_outside(figure) == []
+    finally:
+        plt.close(figure)

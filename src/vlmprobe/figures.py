@@ -155,8 +155,9 @@ def texts_outside(figure: Any, tolerance_px: float = 1.0) -> list[str]:
     renderer = figure.canvas.get_renderer()
     canvas = figure.bbox
     outside = []
+    undrawn = _undrawn_tick_labels(figure)
     for text in figure.findobj(Text):
-        if not text.get_visible() or not text.get_text().strip() or (text.axes is not None and not text.axes.get_visible()):
+        if not text.get_visible() or not text.get_text().strip() or (text.axes is not None and not text.axes.get_visible()) or id(text) in undrawn:
             continue
         box = text.get_window_extent(renderer)
         if (
@@ -167,3 +168,17 @@ def texts_outside(figure: Any, tolerance_px: float = 1.0) -> list[str]:
         ):
             outside.append(f"{text.get_text()!r} ({box.x0:.0f}, {box.y0:.0f}, {box.x1:.0f}, {box.y1:.0f} px on {canvas.width:.0f} x {canvas.height:.0f})")
     return outside
+
+
+def _undrawn_tick_labels(figure: Any) -> set[int]:
+    """Matplotlib keeps label artists for ticks beyond an axis's view limits but does not draw them."""
+    undrawn = set()
+    for ax in figure.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            slack = 1e-9 * max(1.0, abs(high - low))
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                location = tick.get_loc()
+                if location is None or not (low - slack <= location <= high + slack):
+                    undrawn |= {id(tick.label1), id(tick.label2)}
+    return undrawn

@@ -48,7 +48,8 @@ def nearest_cell(coords_path: str | os.PathLike[str], n_neighbors: int, min_dist
     return min(ks, key=lambda k: abs(k - n_neighbors)), min(ms, key=lambda m: abs(m - min_dist))
 
 
-def _position_of(values: Sequence[float], wanted: float, name: str) -> int:
+def position_of(values: Sequence[float], wanted: float, name: str) -> int:
+    """The index of ``wanted`` among a grid axis's ``values`` (compared to 1e-9), or an error naming the values there are."""
     for position, value in enumerate(values):
         if math.isclose(float(value), float(wanted), rel_tol=0, abs_tol=1e-9):
             return position
@@ -65,7 +66,7 @@ def read_cell(coords_path: str | os.PathLike[str], n_neighbors: int, min_dist: f
     frame = pl.read_parquet(coords_path)
     ks = sorted(frame["n_neighbors"].unique().to_list())
     ms = sorted(frame["min_dist"].unique().to_list())
-    k = ks[_position_of(ks, n_neighbors, "n_neighbors")]
-    m = ms[_position_of(ms, min_dist, "min_dist")]
+    k = ks[position_of(ks, n_neighbors, "n_neighbors")]
+    m = ms[position_of(ms, min_dist, "min_dist")]
     cell = frame.filter((pl.col("n_neighbors") == k) & (pl.col("min_dist") == m))
     return cell["sample_id"].to_list(), cell.select("x", "y").to_numpy()

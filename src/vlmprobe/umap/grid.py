@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from vlmprobe.errors import VlmprobeError
+from vlmprobe.formats.umap_grid import position_of
 from vlmprobe.umap.layout import (
     ENGINES,
     LEARNING_RATE,
@@ -189,16 +190,6 @@ class GridResult:
         return frame.with_columns(pl.Series("sample_id", ids.gather(row))).select(
             "sample_id", "n_neighbors", "min_dist", "x", "y"
         )
-
-
-def position_of(values: Sequence[float], wanted: float, name: str) -> int:
-    for position, value in enumerate(values):
-        if math.isclose(float(value), float(wanted), rel_tol=0, abs_tol=1e-9):
-            return position
-    raise VlmprobeError(
-        f"UMAP grid has no {name}={wanted!r}; it has {list(values)}.",
-        f"Choose one of the grid's {name} values (values >= the number of samples are dropped).",
-    )
 
 
 # --------------------------------------------------------------------------------------------------
