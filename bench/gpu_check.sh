@@ -2,9 +2,10 @@
 # The GPU path, proven in one command on a GPU node (under 8 minutes on one H100):
 #   bash bench/gpu_check.sh [out.json]
 # runs the `gpu`-marked tests (tests/test_gpu.py: CUDA against CPU fp32 for embedding under fp32 / bf16 / fp16,
-# fine-tuning killed and resumed, Grad-CAM maps, pinned-memory loading from the pixel cache, the fp16 NaN guard)
-# and `bench/embed.py --device cuda`, and writes one JSON: the device, each test's outcome and measured figures,
-# and the benchmark's figures. Exits non-zero if CUDA is absent, a test fails or the benchmark fails.
+# fine-tuning killed and resumed, Grad-CAM maps, pinned-memory loading from the pixel cache, the fp16 NaN guard;
+# at most 5 minutes) and `bench/embed.py --device cuda` (at most 3), and writes one JSON: the device, each test's
+# outcome and measured figures, and the benchmark's figures. Exits non-zero if CUDA is absent, a test fails or the
+# benchmark fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-gpu_check.json}")
@@ -12,10 +13,10 @@ work=$(mktemp -d)
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" VLMPROBE_GPU_FIGURES="$work/figures.json" HF_HUB_OFFLINE=1
 started=$(date +%s)
 
-timeout 420 python -m pytest tests/test_gpu.py -m gpu -q -rs -p no:cacheprovider --junitxml="$work/junit.xml"
+timeout 300 python -m pytest tests/test_gpu.py -m gpu -q -rs -p no:cacheprovider --junitxml="$work/junit.xml"
 tests_rc=$?
 if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  timeout 240 python bench/embed.py --device cuda --n-images 512 --source-size 1024 --batch-size 64 --models-sharing 3 --json "$work/bench.json"
+  timeout 180 python bench/embed.py --device cuda --n-images 512 --source-size 1024 --batch-size 64 --models-sharing 3 --json "$work/bench.json"
   bench_rc=$?
 else
   bench_rc=1
