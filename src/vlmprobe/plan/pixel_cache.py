@@ -31,22 +31,33 @@ class PixelCaches:
     """Which models share which pixel cache, the cache jobs and their inputs and params."""
 
     def __init__(self, config: dict[str, Any]):
+        self.config = config
         self.datasets = list(config["datasets"])
         self.enabled = bool(config.get("embedding", {}).get("pixel_cache", True))
-        self.splits: dict[str, Any] = {}
+
+    # Planned on first use, not in the constructor: building the transforms imports the model libraries (seconds),
+    # which a Snakemake run of one analysis job (a SLURM job, a summary) that never asks for an embedding skips.
+
+    @functools.cached_property
+    def _planned(self) -> dict[str, tuple[Any, str | None]]:
+        if not self.enabled:
+            return {model: (None, "`embedding: pixel_cache: false`") for model in self.config["models"]}
+        return {model: _planned_split(model, json.dumps(spec, sort_keys=True, default=str)) for model, spec in self.config["models"].items()}
+
+    @functools.cached_property
+    def splits(self) -> dict[str, Any]:
         """model -> its PixelSplit, for every model that reads a cache."""
-        self.reasons: dict[str, str] = {}
+        return {model: split for model, (split, _) in self._planned.items() if split is not None}
+
+    @functools.cached_property
+    def reasons(self) -> dict[str, str]:
         """model -> why it decodes its images itself."""
-        for model, spec in config["models"].items():
-            if not self.enabled:
-                self.reasons[model] = "`embedding: pixel_cache: false`"
-                continue
-            split, reason = _planned_split(model, json.dumps(spec, sort_keys=True, default=str))
-            if split is None:
-                self.reasons[model] = reason
-            else:
-                self.splits[model] = split
-        self.geometries = {split.name: split for split in self.splits.values()}
+        return {model: reason for model, (split, reason) in self._planned.items() if split is None}
+
+    @functools.cached_property
+    def geometries(self) -> dict[str, Any]:
+        """geometry name -> its PixelSplit, one per distinct geometry."""
+        return {split.name: split for split in self.splits.values()}
 
     def models_of(self, geometry: str) -> list[str]:
         return [model for model, split in self.splits.items() if split.name == geometry]
