@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,28 @@ def atomic_path(target: str | os.PathLike[str], fsync: bool = True) -> Iterator[
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``target``; it replaces ``target`` (and whatever was there) if the block succeeds.
+
+    For outputs that are a folder of files (the explorer's thumbnail sheets): a killed job leaves a hidden
+    folder beside the target, never a half-filled one under the target's name.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield scratch
+        # mkdtemp's folder is private; results are as readable as any other new folder
+        scratch.chmod(0o777 & ~_current_umask())
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(scratch, target)
+    finally:
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def write_json(target: str | os.PathLike[str], payload: Any) -> None:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,16 +62,11 @@ def write_thumbnails(paths: list[str], sample_ids: list[str], out_dir: str | Pat
     from PIL import Image
 
     from vlmprobe.images import load_image
+    from vlmprobe.io import atomic_dir
 
     if len(paths) != len(sample_ids):
         raise ValueError(f"{len(paths)} paths for {len(sample_ids)} sample ids")
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    scratch.chmod(0o777 & ~umask)  # mkdtemp's folder is private; the thumbnails are as readable as any result
-    try:
+    with atomic_dir(out_dir) as tmp_dir:
         per_sheet = columns * columns
         sheets = []
         for start in range(0, len(paths), per_sheet):
@@ -84,17 +76,11 @@ def write_thumbnails(paths: list[str], sample_ids: list[str], out_dir: str | Pat
             for offset in range(count):
                 sheet.paste(thumbnail(load_image(paths[start + offset]), size), ((offset % columns) * size, (offset // columns) * size))
             name = sheet_name(len(sheets))
-            sheet.save(scratch / name, quality=quality, optimize=True)
+            sheet.save(tmp_dir / name, quality=quality, optimize=True)
             sheets.append(name)
             log.info("thumbnails: %d / %d images", start + count, len(paths))
         index = ThumbnailIndex(size=size, columns=columns, sheets=sheets, sample_ids=list(sample_ids))
-        (scratch / INDEX_NAME).write_text(json.dumps(index.to_json()))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(scratch, out_dir)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
+        (tmp_dir / INDEX_NAME).write_text(json.dumps(index.to_json()))
     return index
 
 

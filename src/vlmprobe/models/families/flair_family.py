@@ -2,7 +2,7 @@
 
 The authors' model (jusiro/FLAIR ``flair/modeling/model.py``) is a torchvision ResNet-50 with ``fc`` made
 ``Identity`` (``VisionModel``, model.py:329-333) and a bias-free 2048 -> 512 ``projection_head_vision.projection``
-(model.py:346-348); its weights ``flair_resnet.pth`` are ``torch.save(FLAIRModel.state_dict())`` (model.py:138),
+(model.py:346-348); its weights ``flair_resnet.pth`` are ``FLAIRModel.state_dict()`` as ``torch.save`` writes it (model.py:138),
 and since 2025 ``jusiro2/FLAIR`` on the hub holds the same keys as ``model.safetensors`` (PyTorchModelHubMixin,
 README.md:40). Keys: ``vision_model.model.*`` (the trunk), ``vision_model.projection_head_vision.projection.weight``,
 ``text_model.*`` and ``logit_scale`` (never loaded here). Spec keys:
