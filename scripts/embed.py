@@ -1,7 +1,7 @@
 """Snakemake entry point: manifest + model -> embedding table (see vlmprobe.embed)."""
 
 from vlmprobe.embed import embed_manifest
-from vlmprobe.runner import run_script
+from vlmprobe.runner import run_script, test_hold
 
 
 def main(smk):
@@ -21,6 +21,7 @@ def main(smk):
         # one file each where the model reads a pixel cache, an empty list where it decodes the images itself
         pixel_cache=(smk.input.pixel_cache, smk.input.pixel_index) if isinstance(smk.input.pixel_cache, str) else None,
         no_cache_reason=None if runtime.get("pixel_cache", True) else "`embedding: pixel_cache: false`",
+        after_chunk=test_hold("VLMPROBE_TEST_HOLD_AFTER_CHUNKS", "chunks"),
     )
 
 

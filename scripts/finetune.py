@@ -1,26 +1,9 @@
 """Snakemake entry point: manifest + model -> fine-tuned encoder, head, embeddings and test predictions (vlmprobe.multilabel.finetune)."""
 
-import logging
-import os
-import time
 from pathlib import Path
 
 from vlmprobe.multilabel.finetune import FinetuneOutputs, FinetuneSettings, run_finetune
-from vlmprobe.runner import run_script
-
-# Test hook (tests/test_faults.py): with this variable set to N the job holds after epoch N's checkpoint until
-# it is killed, so the test kills Snakemake mid-training at a known point rather than by winning a race.
-HOLD_AFTER_EPOCH = "VLMPROBE_TEST_HOLD_AFTER_EPOCH"
-
-
-def hold_after(epoch: int):
-    def hook(finished: int) -> None:
-        if finished >= epoch:
-            logging.getLogger(__name__).warning("%s=%d: holding after epoch %d until killed", HOLD_AFTER_EPOCH, epoch, finished)
-            while True:
-                time.sleep(60)
-
-    return hook
+from vlmprobe.runner import run_script, test_hold
 
 
 def main(smk):
@@ -44,7 +27,7 @@ def main(smk):
         threads=smk.threads,
         progress=runtime.get("progress", True),
         identity={"dataset": smk.wildcards.dataset, "model": smk.wildcards.model},
-        after_epoch=hold_after(int(os.environ[HOLD_AFTER_EPOCH])) if HOLD_AFTER_EPOCH in os.environ else None,
+        after_epoch=test_hold("VLMPROBE_TEST_HOLD_AFTER_EPOCH", "epochs"),
     )
 
 

@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ def embed_resumable(
     precision: str,
     chunk_images: int,
     pixels: PixelSource | None = None,
+    after_chunk: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Embed ``paths`` saving every ``chunk_images`` rows (rounded up to whole batches) to ``store``,
     starting after the chunks a killed run left behind; from the pixel cache in ``pixels`` where it is trusted."""
@@ -145,6 +147,8 @@ def embed_resumable(
             chunks.append(chunk)
             start += len(chunk)
             pending = []
+            if after_chunk is not None:
+                after_chunk(len(chunks))
     if pending:
         chunks.append(np.concatenate(pending, axis=0))
     return np.concatenate(chunks, axis=0) if chunks else np.zeros((0, encoder.embed_dim), np.float32)
@@ -198,9 +202,11 @@ def embed_manifest(
     chunk_images: int = 2048,
     pixel_cache: tuple[str, str] | None = None,
     no_cache_reason: str | None = None,
+    after_chunk: Callable[[int], None] | None = None,
 ) -> None:
     """Embed every image of the manifest with the model into ``out_path``; from ``pixel_cache`` (its ``.npy`` and
-    index) where that cache is trusted, else decoding afresh (``no_cache_reason`` says why no cache was planned)."""
+    index) where that cache is trusted, else decoding afresh (``no_cache_reason`` says why no cache was planned).
+    ``after_chunk(n)`` runs after the n-th chunk is saved (a test hook)."""
     import torch
 
     from vlmprobe.models import check_spec, load_encoder
@@ -241,7 +247,7 @@ def embed_manifest(
     store = ChunkStore(partial_dir(out_path), resume_key(metadata, sample_ids, paths), len(paths), encoder.embed_dim)
     pixels = pixel_source(encoder, pixel_cache, sample_ids, paths, no_cache_reason)
     metadata["pixels"] = pixels.record
-    matrix = embed_resumable(encoder, paths, store, device, batch_size, num_workers, precision, chunk_images, pixels)
+    matrix = embed_resumable(encoder, paths, store, device, batch_size, num_workers, precision, chunk_images, pixels, after_chunk)
     seconds = time.perf_counter() - started
     log.info("embedded %d images in %.1f s (%.1f images/s)", len(paths), seconds, len(paths) / max(seconds, 1e-9))
     write_embeddings(out_path, sample_ids, matrix, metadata)

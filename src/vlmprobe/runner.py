@@ -8,7 +8,9 @@ a :class:`~vlmprobe.errors.VlmprobeError` becomes one clear log line and exit st
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,3 +41,20 @@ def run_script(main: Callable[[Any], None], smk: Any) -> None:
     except VlmprobeError as error:
         log.error("%s", error)
         sys.exit(1)
+
+
+def test_hold(variable: str, what: str) -> Callable[[int], None] | None:
+    """A test hook (tests/test_faults.py): with ``variable`` set to N in the environment, a hook that holds the job,
+    once N ``what`` are done and saved, until it is killed, so a test kills Snakemake at a known point rather than
+    by winning a race; None when the variable is not set (every real run)."""
+    if variable not in os.environ:
+        return None
+    wanted = int(os.environ[variable])
+
+    def hook(finished: int) -> None:
+        if finished >= wanted:
+            logging.getLogger(__name__).warning("%s=%d: holding after %d %s until killed", variable, wanted, finished, what)
+            while True:
+                time.sleep(60)
+
+    return hook
