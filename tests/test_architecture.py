@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "vlmprobe"
 
-CORE = {"errors", "io", "images", "dicom", "runtime", "runner", "tables", "figures", "linear_svc", "stats", "labels", "formats"}
+CORE = {"errors", "io", "images", "dicom", "runtime", "runner", "tables", "figures", "linear_svc", "stats", "labels", "formats", "probe_inputs"}
 PLANNING = {"plan", "config_check"}
 STAGES = {"datasets", "models", "embed", "linear_probe", "umap", "explore", "multilabel", "heatmaps", "nuisance", "probes", "compare", "reference"}
 # The stages that must run a model (embedding, zero-shot text, fine-tuning, Grad-CAM) and so may import `models`.

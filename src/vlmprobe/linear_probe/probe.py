@@ -58,8 +58,9 @@ from typing import Any, Literal
 import numpy as np
 
 from vlmprobe.errors import VlmprobeError
-from vlmprobe.linear_probe.inputs import Problem, check_inputs, positive_index
+from vlmprobe.linear_probe.inputs import positive_index
 from vlmprobe.linear_svc import C_NUMERATOR, STD_DDOF, SpectralPreconditioner, Standardizer, fit_squared_hinge_ovr
+from vlmprobe.probe_inputs import Problem, check_inputs
 
 log = logging.getLogger(__name__)
 
