@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from support import PIXELS, REPO, TINY_RN, TINY_VIT
+from support.plans import plan_of, validated, wildcards
 
-from vlmprobe.config_check import check_config, load_schema, with_defaults
 from vlmprobe.datasets import make_manifest
 from vlmprobe.embed import embed_manifest
 from vlmprobe.formats.embeddings import read_embeddings
@@ -31,20 +30,6 @@ TIMM_RESNET = {"family": "timm", "name": "resnet18", "pretrained": False, "image
 TIMM_VIT = {"family": "timm", "name": "vit_tiny_patch16_224", "pretrained": False, "image_size": 32, "kwargs": {"dynamic_img_size": True}}
 TORCHVISION = {"family": "torchvision", "name": "resnet18", "pretrained": None, "image_size": 40}
 PIXELS_RGB = {"family": "pixels", "image_size": 12, "grayscale": False}
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
-
-
-def validated(config: dict) -> dict:
-    check_config(config, SCHEMA)
-    return with_defaults(config, load_schema(SCHEMA))
-
-
-def plan_of(datasets: dict, models: dict, **sections) -> Plan:
-    return Plan(validated({"datasets": datasets, "models": models, **sections}))
-
-
-def wildcards(**names) -> SimpleNamespace:
-    return SimpleNamespace(**names)
 
 
 def write_images(root: Path, colour: bool) -> Path:

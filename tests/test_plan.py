@@ -6,34 +6,19 @@ from __future__ import annotations
 
 import copy
 import re
-from types import SimpleNamespace
 
 import pytest
 import yaml
 from support import PIXELS, REPO, TINY_VIT
+from support.plans import SCHEMA, plan_of, validated, wildcards
 
-from vlmprobe.config_check import check_config, load_schema, with_defaults
+from vlmprobe.config_check import check_config
 from vlmprobe.errors import VlmprobeError
 from vlmprobe.models.base import FAMILIES, NO_TEXT_TOWER, ModelFamily, register_family
 from vlmprobe.plan import PATHS, Plan, path
 
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 RESNET = {"family": "timm", "name": "resnet18", "pretrained": False, "image_size": 64}
 CXR = {"kind": "synthetic-cxr", "n_images": 600, "image_size": 64}
-
-
-def validated(config: dict) -> dict:
-    """The config as the rule files see it: checked, then the schema's defaults filled in (Snakemake's validate)."""
-    check_config(config, SCHEMA)
-    return with_defaults(config, load_schema(SCHEMA))
-
-
-def plan_of(datasets: dict, models: dict, **sections) -> Plan:
-    return Plan(validated({"datasets": datasets, "models": models, **sections}))
-
-
-def wildcards(**names) -> SimpleNamespace:
-    return SimpleNamespace(**names)
 
 
 @pytest.fixture
